@@ -1,0 +1,1 @@
+"""Building blocks shared by both models: data, networks, losses, training loop, checkpoints, figures, metrics."""

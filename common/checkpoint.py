@@ -1,0 +1,127 @@
+"""Checkpoints: plain types and tensors only, written atomically, read with weights_only=True.
+
+A checkpoint is a dict:
+    kind         "ae" or "vae": which model class to rebuild
+    config       dataclasses.asdict of the model config (rebuilds the model from the file alone)
+    model        the unwrapped model's state dict
+    optimizer    the optimizer's state dict
+    epoch        number of completed epochs
+    history      one dict of floats per completed epoch
+    rng          RNG states needed to resume bit-for-bit
+    train        the training settings (epochs, lr, batch size, seed, data, ...)
+    argv         the command line that produced it
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+
+# kind -> (module, model class, config class). Imported lazily by name so that common/ never
+# imports the model packages at import time (they import common/, not the other way round).
+MODEL_REGISTRY = {
+    "ae": ("vanila_autoencoder.model", "Autoencoder", "AEConfig"),
+    "vae": ("variational_autoencoder.model", "VAE", "VAEConfig"),
+}
+KIND_NAMES = {"ae": "autoencoder (vanila_autoencoder)", "vae": "variational autoencoder (variational_autoencoder)"}
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable, malformed or of the wrong kind. One-line message."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose state dict we save: torch.compile wraps it as `_orig_mod`."""
+    return getattr(model, "_orig_mod", model)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write `state` to a temporary file in the same folder, fsync it, then rename over `path`.
+
+    The rename is atomic on POSIX, so a crash (even SIGKILL) leaves either the old file or the
+    new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> dict[str, Any]:
+    """Read and validate a checkpoint; never executes code from the file (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError,
+            KeyError, AttributeError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): "
+                              f"{reason[:200]}") from None
+    required = ("kind", "config", "model")
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(required)})")
+    if state["kind"] not in MODEL_REGISTRY:
+        raise CheckpointError(f"{path} holds an unknown model kind {state['kind']!r}")
+    if kind is not None and state["kind"] != kind:
+        raise CheckpointError(
+            f"{path} holds a {KIND_NAMES[state['kind']]}, not a {KIND_NAMES[kind]}: use that model's script"
+        )
+    return state
+
+
+def model_classes(kind: str) -> tuple[type[nn.Module], type]:
+    module_name, model_name, config_name = MODEL_REGISTRY[kind]
+    module = importlib.import_module(module_name)
+    return getattr(module, model_name), getattr(module, config_name)
+
+
+def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
+    model_cls, config_cls = model_classes(kind)
+    try:
+        return model_cls(config_cls(**config))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint config does not build a {kind} model: {err}") from None
+
+
+def model_from_state(state: dict[str, Any], map_location: str | torch.device = "cpu") -> nn.Module:
+    model = build_model(state["kind"], state["config"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit its config: {str(err).splitlines()[0]}") from None
+    return model.to(map_location).eval()
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> nn.Module:
+    """Rebuild the model stored at `path` (AE or VAE), with its weights, in eval mode.
+
+    >>> model = load_model("variational_autoencoder/checkpoints/last.pt")
+    >>> mu, logvar = model.encode(x)  # x: (N, 1, 28, 28) in [0, 1]
+    """
+    state = load_checkpoint(path, map_location=map_location, kind=kind)
+    return model_from_state(state, map_location)

@@ -1,0 +1,167 @@
+"""MNIST-format datasets loaded once into memory and batched from tensors.
+
+Files live where ``torchvision.datasets.MNIST`` keeps them (``<data-dir>/MNIST/raw/``;
+``FashionMNIST/raw/`` for Fashion-MNIST). If they are missing we ask torchvision to download
+them; if that fails the caller gets a ``DataError`` whose message is one line naming the folder
+and the files expected. The IDX files are parsed here rather than by torchvision so that a
+truncated or malformed file is reported clearly instead of surfacing as a numpy reshape error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# dataset name -> (torchvision class name, which is also the folder name under <data-dir>)
+DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGE_SIZE = 28  # MNIST and Fashion-MNIST images are 28 x 28, one channel
+NUM_CLASSES = 10
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(Exception):
+    """A dataset that cannot be found, downloaded or parsed. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory: images float in [0, 1], shape (N, 1, 28, 28); labels int64 (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse an IDX file (optionally gzipped) into an array, checking header and size.
+
+    Layout: two zero bytes, a type code, the number of dimensions, one big-endian uint32 per
+    dimension, then the data in C order.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err.strerror if isinstance(err, OSError) else err}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'none'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{path} has a truncated IDX header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path} is truncated or padded: header says shape {shape} ({expected} bytes of data), "
+            f"file has {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    return Path(data_dir) / DATASETS[dataset] / "raw"
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download(data_dir: Path, dataset: str) -> None:
+    import torchvision.datasets  # imported lazily: only needed when files are missing
+
+    cls = getattr(torchvision.datasets, DATASETS[dataset])
+    try:
+        cls(root=str(data_dir), train=True, download=True)
+        cls(root=str(data_dir), train=False, download=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        # torchvision raises RuntimeError("Error downloading ...") or URLError (an OSError)
+        raise DataError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+
+def load_split(
+    data_dir: str | os.PathLike, dataset: str = "mnist", split: str = "train", download: bool = True
+) -> Split:
+    """Load one split into memory, images scaled to [0, 1] once."""
+    folder = raw_folder(data_dir, dataset)
+    names = SPLIT_FILES[split]
+    paths = [_find(folder, name) for name in names]
+    if any(p is None for p in paths) and download:
+        try:
+            _download(Path(data_dir), dataset)
+        except DataError as err:
+            missing = ", ".join(n for n, p in zip(names, paths) if p is None)
+            raise DataError(
+                f"{dataset} not found in {folder}/ (expected {missing}) and download failed: {err}"
+            ) from None
+        paths = [_find(folder, name) for name in names]
+    if any(p is None for p in paths):
+        missing = ", ".join(n for n, p in zip(names, paths) if p is None)
+        raise DataError(
+            f"{dataset} not found: expected {missing} in {folder}/ "
+            f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)"
+        )
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
+        raise DataError(
+            f"{paths[0]} holds images of shape {images.shape[1:]} ({images.dtype}); "
+            f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(f"{paths[1]} holds {labels.shape} labels for {images.shape[0]} images")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(f"{paths[1]} has labels outside 0..{NUM_CLASSES - 1}")
+    x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return Split(x, y)
+
+
+def load_dataset(
+    data_dir: str | os.PathLike, dataset: str = "mnist", download: bool = True
+) -> tuple[Split, Split]:
+    """Both splits, (train, test)."""
+    return (
+        load_split(data_dir, dataset, "train", download),
+        load_split(data_dir, dataset, "test", download),
+    )
+
+
+def iterate_batches(
+    x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Yield batches of ``x`` (already on the training device); shuffled when a generator is given.
+
+    The permutation is drawn on the CPU from ``generator`` so that the order depends only on the
+    seed, not on the device; the last, smaller batch is kept.
+    """
+    n = x.shape[0]
+    if generator is None:
+        for start in range(0, n, batch_size):
+            yield x[start: start + batch_size]
+        return
+    order = torch.randperm(n, generator=generator).to(x.device)
+    for start in range(0, n, batch_size):
+        yield x[order[start: start + batch_size]]

@@ -1,0 +1,56 @@
+"""Device and precision choice: the training loop's concern, never the model's."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit device must be available."""
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if base == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return torch.device(name)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """True where bfloat16 matmuls/convs run natively: CUDA with bf16 support, or a CPU with
+    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where bf16 is fast on this device, else 'fp32'."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"bf16 autocast is not supported on {device.type}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass: convs and matmuls in bf16, reductions in fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,134 @@
+"""Figures. Each function takes arrays and a path, creates the folder, saves a PNG, closes the
+figure and returns the path; none of them runs a model (see common/inference.py for that)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Circle  # noqa: E402
+
+DPI = 100
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def tile(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray:
+    """(rows * cols, H, W) or (rows * cols, 1, H, W) -> one (rows*(H+pad)-pad, cols*(W+pad)-pad) mosaic."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    n, h, w = images.shape
+    if n != rows * cols:
+        raise ValueError(f"need {rows * cols} images for a {rows}x{cols} grid, got {n}")
+    out = np.ones((rows * (h + pad) - pad, cols * (w + pad) - pad), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = images[i]
+    return out
+
+
+def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike,
+                         title: str = "") -> Path:
+    """Originals on the top row, their reconstructions underneath."""
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(1.0 * n, 2.3))
+    for i in range(n):
+        for row, imgs in enumerate((originals, reconstructions)):
+            ax = axes[row, i]
+            ax.imshow(np.asarray(imgs[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("recon.")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _prior_circles(ax: plt.Axes) -> None:
+    """N(0, I) in 2-D: the 1-sigma and 2-sigma circles (radius 1 and 2)."""
+    for r, style in ((1, "-"), (2, "--")):
+        ax.add_patch(Circle((0, 0), r, fill=False, color="k", ls=style, lw=1.2, label=f"N(0, I) {r}σ"))
+
+
+def scatter_latent(ax: plt.Axes, codes: np.ndarray, labels: np.ndarray, title: str, prior_circles: bool = False):
+    points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.6)
+    if prior_circles:
+        _prior_circles(ax)
+        ax.legend(loc="upper right", fontsize=8)
+    ax.axhline(0, color="0.7", lw=0.5, zorder=0)
+    ax.axvline(0, color="0.7", lw=0.5, zorder=0)
+    ax.set_title(title)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_aspect("equal", adjustable="datalim")
+    return points
+
+
+def plot_latent_space(codes: np.ndarray, labels: np.ndarray, path: str | os.PathLike, title: str = "",
+                      prior_circles: bool = False) -> Path:
+    """Test-set codes coloured by digit (the first two dimensions if latent_dim > 2)."""
+    fig, ax = plt.subplots(figsize=(7, 6))
+    points = scatter_latent(ax, codes, labels, title, prior_circles)
+    bar = fig.colorbar(points, ax=ax, ticks=range(10))
+    bar.set_label("digit")
+    return _save(fig, path)
+
+
+def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLike,
+                     terms: Sequence[str] = ("loss",), title: str = "") -> Path:
+    """Train and test value of each term per epoch, one panel per term."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, len(terms), figsize=(4.5 * len(terms), 3.5), squeeze=False)
+    for ax, term in zip(axes[0], terms):
+        for split, style in (("train", "o-"), ("test", "s--")):
+            key = f"{split}_{term}"
+            if all(key in h for h in history):
+                ax.plot(epochs, [h[key] for h in history], style, label=split)
+        ax.set_title(term)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats / image" if term in ("loss", "recon", "kl", "neg_elbo", "bce") else "")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.PathLike, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(cols * 0.45 + 0.4, rows * 0.45 + 0.6))
+    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols: int,
+                      path: str | os.PathLike, title: str = "") -> Path:
+    """Several image grids side by side, each with its own title."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (cols * 0.45 + 0.4), rows * 0.45 + 0.9),
+                             squeeze=False)
+    for ax, (name, images) in zip(axes[0], panels):
+        ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

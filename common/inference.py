@@ -1,0 +1,59 @@
+"""Running a trained model to get the arrays that figures and metrics need.
+
+Works for both models through their shared interface: `encode(x)` returns z (AE) or
+(mu, logvar) (VAE); `decode(z)` returns pixel intensities. For the VAE, "the code" of an image
+is its posterior mean mu.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.data import iterate_batches
+
+
+def code_of(encoded: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The deterministic code: z for the AE, mu for the VAE."""
+    return encoded[0] if isinstance(encoded, tuple) else encoded
+
+
+@torch.inference_mode()
+def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, latent_dim) codes, on the CPU, in float32."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = [code_of(model.encode(batch.to(device))).float().cpu() for batch in iterate_batches(x, batch_size)]
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], on the CPU, in float32."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = [model.decode(batch.to(device)).float().cpu() for batch in iterate_batches(z, batch_size)]
+    return torch.cat(out)
+
+
+def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Decode each image's code (the VAE decodes its mean, no sampling)."""
+    return decode_codes(model, encode_codes(model, x, batch_size), batch_size)
+
+
+def interpolate(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:
+    """(P, d), (P, d) -> (P * steps, d): for each pair, `steps` evenly spaced points from start to end."""
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    return (z_start.unsqueeze(1) * (1 - t) + z_end.unsqueeze(1) * t).reshape(-1, z_start.shape[1])
+
+
+def grid_codes(axis_values: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    """A square grid over the first two latent dimensions (the rest 0), ordered for display:
+    row r, column c holds (z0, z1) = (axis_values[0][c], axis_values[1][-1 - r]), so z1 grows upwards.
+
+    axis_values: (2, n) values along z0 and z1."""
+    n = axis_values.shape[1]
+    z = torch.zeros(n, n, latent_dim)
+    z[:, :, 0] = axis_values[0].view(1, n)
+    z[:, :, 1] = axis_values[1].flip(0).view(n, 1)
+    return z.view(n * n, latent_dim)

@@ -1,0 +1,100 @@
+"""The convolutional encoder trunk and the mirrored decoder that both models share.
+
+Default architecture (the original Keras project): four 3x3 convolutions with 32, 64, 64, 64
+filters and strides 1, 2, 2, 1, "same" padding, each Conv -> ReLU -> BatchNorm, flattened into a
+dense bottleneck. The decoder mirrors it with transposed convolutions and ends in one channel of
+logits (sigmoid gives pixel intensities; the Bernoulli loss uses the logits directly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ConvNetConfig:
+    """Architecture shared by the AE and the VAE. Every size in the networks derives from this."""
+
+    latent_dim: int = 2  # size of the code z
+    image_channels: int = 1  # 1 for MNIST
+    image_size: int = 28  # height = width of the input
+    filters: tuple[int, ...] = (32, 64, 64, 64)  # output channels of each encoder conv
+    kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)  # odd, so "same" padding is symmetric
+    strides: tuple[int, ...] = (1, 2, 2, 1)  # 2 halves the feature map
+
+    def __post_init__(self) -> None:
+        self.filters = tuple(int(v) for v in self.filters)
+        self.kernel_sizes = tuple(int(v) for v in self.kernel_sizes)
+        self.strides = tuple(int(v) for v in self.strides)
+        if not (len(self.filters) == len(self.kernel_sizes) == len(self.strides) >= 1):
+            raise ValueError(
+                "filters, kernel sizes and strides need the same number (>= 1) of entries, got "
+                f"{len(self.filters)}, {len(self.kernel_sizes)} and {len(self.strides)}"
+            )
+        for name, value in (("latent_dim", self.latent_dim), ("image_channels", self.image_channels),
+                            ("image_size", self.image_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if min(self.filters) < 1 or min(self.strides) < 1:
+            raise ValueError("filters and strides must be positive")
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd and positive, got {self.kernel_sizes}")
+
+    def feature_sizes(self) -> list[int]:
+        """Spatial size after each encoder conv: "same" padding gives ceil(size / stride)."""
+        sizes = [self.image_size]
+        for s in self.strides:
+            sizes.append(-(-sizes[-1] // s))
+        return sizes
+
+
+def _conv_block(conv: nn.Module, channels: int) -> nn.Sequential:
+    return nn.Sequential(conv, nn.ReLU(inplace=True), nn.BatchNorm2d(channels))
+
+
+class ConvEncoder(nn.Module):
+    """x (N, C, H, W) -> flat features (N, filters[-1] * h * w)."""
+
+    def __init__(self, config: ConvNetConfig):
+        super().__init__()
+        channels = (config.image_channels, *config.filters)
+        self.convs = nn.Sequential(*(
+            _conv_block(nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2), c_out)
+            for c_in, c_out, k, s in zip(channels[:-1], channels[1:], config.kernel_sizes, config.strides)
+        ))
+        size = config.feature_sizes()[-1]
+        self.out_features = config.filters[-1] * size * size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x).flatten(1)
+
+
+class ConvDecoder(nn.Module):
+    """z (N, latent_dim) -> logits (N, C, H, W), mirroring ConvEncoder layer by layer."""
+
+    def __init__(self, config: ConvNetConfig):
+        super().__init__()
+        sizes = config.feature_sizes()  # encoder sizes, input first
+        self.feature_shape = (config.filters[-1], sizes[-1], sizes[-1])
+        self.fc = nn.Linear(config.latent_dim, config.filters[-1] * sizes[-1] ** 2)
+        # Walk the encoder backwards: layer i of the decoder undoes encoder layer n-1-i, so it maps
+        # that layer's output channels back to its input channels and its output size back to its
+        # input size. output_padding picks the exact size where ceil(size / stride) lost it.
+        channels = (config.image_channels, *config.filters)
+        layers: list[nn.Module] = []
+        n = len(config.filters)
+        for i in reversed(range(n)):
+            k, s = config.kernel_sizes[i], config.strides[i]
+            size_in, size_out = sizes[i + 1], sizes[i]
+            output_padding = size_out - ((size_in - 1) * s + 1)  # in [0, s - 1] by construction
+            conv = nn.ConvTranspose2d(channels[i + 1], channels[i], k, stride=s, padding=k // 2,
+                                      output_padding=output_padding)
+            layers.append(conv if i == 0 else _conv_block(conv, channels[i]))
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, *self.feature_shape)  # (N, C_last, h, w)
+        return self.deconvs(h)

@@ -1,0 +1,141 @@
+"""What both plot.py scripts do: load a checkpoint and the test set, run the model, draw.
+
+Model-specific choices (the KL panel, prior circles, how to draw random codes) come in through
+`PlotSpec`, so the two plot.py files differ only in those.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from common import figures
+from common.checkpoint import load_checkpoint, model_from_state
+from common.data import DATASETS, load_split
+from common.device import DEVICES, get_device
+from common.inference import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
+from common.training import TrainingError, exit_on_error, positive_int
+
+GRID = 10  # samples.png is GRID x GRID
+MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    kind: str  # "ae" or "vae"
+    name: str  # for titles
+    loss_terms: tuple[str, ...]  # panels of loss_curves.png
+    prior_circles: bool  # draw N(0, I) circles on the latent scatter
+    # (codes of the test set, latent_dim) -> values along z0 and z1 for manifold.png, shape (2, MANIFOLD)
+    manifold_axes: Callable[[torch.Tensor, int], torch.Tensor]
+    # extra sample panels besides N(0, I): (codes, number, generator) -> (number, latent_dim)
+    extra_samplers: tuple[tuple[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]], ...] = ()
+
+
+def normal_quantile_axes(codes: torch.Tensor, n: int) -> torch.Tensor:
+    """Standard-normal quantiles of linspace(0.05, 0.95, n): equal prior mass between points."""
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    return torch.stack([q, q])
+
+
+def code_range_axes(codes: torch.Tensor, n: int) -> torch.Tensor:
+    """From the smallest to the largest test code along each of the first two dimensions."""
+    lo, hi = codes[:, :2].min(0).values, codes[:, :2].max(0).values
+    return torch.stack([torch.linspace(float(lo[i]), float(hi[i]), n) for i in range(2)])
+
+
+def uniform_in_box(codes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform over the bounding box of the test codes: the fairest random draw for an AE."""
+    lo, hi = codes.min(0).values, codes.max(0).values
+    return lo + (hi - lo) * torch.rand(n, codes.shape[1], generator=generator)
+
+
+def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> None:
+    parser.add_argument("--out-dir", type=Path, default=default_out_dir,
+                        help=f"figures go to <out-dir>/figures/ (default: {default_out_dir})")
+    parser.add_argument("--checkpoint", type=Path, help="(default: <out-dir>/checkpoints/last.pt)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the one used for training)")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the one used for training)")
+    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                        help="download the dataset when missing (default: true)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="(default: cpu)")
+    parser.add_argument("--num-images", type=positive_int, default=10,
+                        help="test digits in reconstructions.png (default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="picks digits and random codes (default: 0)")
+
+
+def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
+                 out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0) -> list[Path]:
+    """Every figure of one model into out_dir; returns the paths written."""
+    gen = torch.Generator().manual_seed(seed)
+    d = model.latent_dim
+    written: list[Path] = []
+
+    pick = torch.randperm(len(test_x), generator=gen)[:num_images]
+    written.append(figures.plot_reconstructions(
+        test_x[pick].numpy(), reconstruct(model, test_x[pick]).numpy(), out_dir / "reconstructions.png",
+        title=f"{spec.name}: test digits (top) and reconstructions (bottom)"))
+
+    codes = encode_codes(model, test_x)  # (N, d): z for the AE, mu for the VAE
+    codes2 = codes if d >= 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
+    what = "μ" if spec.kind == "vae" else "z"
+    dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
+    written.append(figures.plot_latent_space(codes2[:, :2].numpy(), test_y.numpy(), out_dir / "latent_space.png",
+                                             title=f"{spec.name}: test-set {what}{dims}",
+                                             prior_circles=spec.prior_circles))
+
+    terms = tuple(t for t in spec.loss_terms if history and f"test_{t}" in history[0])
+    written.append(figures.plot_loss_curves(history, out_dir / "loss_curves.png", terms=terms,
+                                            title=f"{spec.name}: loss per epoch"))
+
+    n = GRID * GRID
+    panels = [("z ~ N(0, I)", decode_codes(model, torch.randn(n, d, generator=gen)).numpy())]
+    for name, sampler in spec.extra_samplers:
+        panels.append((name, decode_codes(model, sampler(codes, n, gen)).numpy()))
+    written.append(figures.plot_image_panels(panels, GRID, GRID, out_dir / "samples.png",
+                                             title=f"{spec.name}: decoded random codes"))
+
+    if d >= 2:
+        axes = spec.manifold_axes(codes, MANIFOLD)
+        grid = decode_codes(model, grid_codes(axes, d)).numpy()
+        rest = "" if d == 2 else f"; z[2:{d}] = 0"
+        how = "N(0,1) quantiles 0.05..0.95" if spec.kind == "vae" else "the test codes' range"
+        written.append(figures.plot_image_grid(grid, MANIFOLD, MANIFOLD, out_dir / "manifold.png",
+                                               title=f"{spec.name}: decoded grid over z[0], z[1] at {how}{rest}"))
+
+    pairs, steps = 8, 10
+    ends = torch.randperm(len(test_x), generator=gen)[: 2 * pairs]
+    z = interpolate(codes[ends[:pairs]], codes[ends[pairs:]], steps)
+    written.append(figures.plot_image_grid(decode_codes(model, z).numpy(), pairs, steps,
+                                           out_dir / "interpolation.png",
+                                           title=f"{spec.name}: straight lines between two test digits' codes"))
+    return written
+
+
+def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, description: str) -> list[Path]:
+    parser = argparse.ArgumentParser(description=description)
+    add_plot_args(parser, default_out_dir)
+    args = parser.parse_args(argv)
+    with exit_on_error():
+        ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
+        state = load_checkpoint(ckpt, kind=spec.kind)
+        try:
+            device = get_device(args.device)
+        except ValueError as err:
+            raise TrainingError(str(err)) from None
+        model = model_from_state(state, device)
+        train_cfg: dict[str, Any] = state.get("train", {})
+        data_dir = args.data_dir or train_cfg.get("data_dir", "data")
+        dataset = args.dataset or train_cfg.get("dataset", "mnist")
+        test = load_split(data_dir, dataset, "test", download=args.download)
+        written = make_figures(model, list(state.get("history", [])), test.images, test.labels,
+                               args.out_dir / "figures", spec, args.num_images, args.seed)
+    for path in written:
+        print(path)
+    return written

@@ -1,0 +1,64 @@
+"""End to end on a tiny fixture dataset: train.py for one epoch, then plot.py, for each model."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from common.checkpoint import load_model
+from variational_autoencoder import plot as vae_plot
+from variational_autoencoder import train as vae_train
+from vanila_autoencoder import plot as ae_plot
+from vanila_autoencoder import train as ae_train
+
+FIGURES = ["reconstructions.png", "latent_space.png", "loss_curves.png", "samples.png", "manifold.png",
+           "interpolation.png"]
+FAST = ["--batch-size", "32", "--epochs", "1", "--device", "cpu", "--no-download"]
+
+
+@pytest.mark.parametrize("train,plot,kind", [(ae_train, ae_plot, "ae"), (vae_train, vae_plot, "vae")])
+def test_train_then_plot(tmp_path, tiny_mnist, train, plot, kind):
+    out = tmp_path / "run"
+    result = train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(out), *FAST])
+    ckpt = out / "checkpoints" / "last.pt"
+    assert result["checkpoint"] == ckpt and ckpt.is_file()
+
+    state = torch.load(ckpt, weights_only=True)
+    assert state["kind"] == kind and state["epoch"] == 1 and len(state["history"]) == 1
+    assert {"model", "optimizer", "config", "rng", "train"} <= set(state)
+    history = json.loads((out / "history.json").read_text())
+    assert history == state["history"]
+    assert history[0]["test_loss"] > 0
+    if kind == "vae":
+        assert history[0]["test_neg_elbo"] == pytest.approx(history[0]["test_recon"] + history[0]["test_kl"])
+
+    model = load_model(ckpt)
+    x = torch.rand(2, 1, 28, 28)
+    code = model.encode(x)
+    z = code[0] if kind == "vae" else code
+    assert z.shape == (2, 2) and model.decode(z).shape == (2, 1, 28, 28)
+
+    written = plot.main(["--out-dir", str(out), "--no-download"])
+    assert sorted(p.name for p in written) == sorted(FIGURES)
+    for name in FIGURES:
+        with Image.open(out / "figures" / name) as image:
+            image.verify()
+            assert image.format == "PNG"
+
+
+def test_scripts_run_as_files_from_any_folder(tmp_path, tiny_mnist):
+    """`python vanila_autoencoder/train.py` from the root and `python train.py` inside the folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(ae_train.__file__).resolve().parent.parent
+    out = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "--data-dir", str(tiny_mnist), "--out-dir", str(out), *FAST]
+    done = subprocess.run(cmd, cwd=root / "vanila_autoencoder", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1/1" in done.stdout
+    help_run = subprocess.run([sys.executable, "variational_autoencoder/plot.py", "--help"], cwd=root,
+                              capture_output=True, text=True, timeout=60)
+    assert help_run.returncode == 0 and "--checkpoint" in help_run.stdout

@@ -1,0 +1,1 @@
+"""Plain convolutional autoencoder on MNIST."""

@@ -1,0 +1,1 @@
+"""Convolutional variational autoencoder on MNIST."""

@@ -132,3 +132,38 @@ def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols:
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_ae_vs_vae(ae_samples: np.ndarray, vae_samples: np.ndarray, ae_codes: np.ndarray, vae_codes: np.ndarray,
+                   labels: np.ndarray, path: str | os.PathLike, grid: int = 10,
+                   titles: tuple[str, str] = ("AE", "VAE")) -> Path:
+    """Top: grid x grid decoded prior samples of each model. Bottom: each model's test codes
+    (first two dimensions) with the N(0, I) 1σ and 2σ circles."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 11.5))
+    for col, (name, samples, codes) in enumerate(zip(titles, (ae_samples, vae_samples), (ae_codes, vae_codes))):
+        ax = axes[0, col]
+        ax.imshow(tile(samples[: grid * grid], grid, grid), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name}: decoded z ~ N(0, I)")
+        points = scatter_latent(axes[1, col], codes, labels, f"{name}: test-set codes", prior_circles=True)
+    fig.colorbar(points, ax=axes[1].tolist(), ticks=range(10), shrink=0.8, label="digit")
+    return _save(fig, path)
+
+
+def plot_latent_study(latent_dims: Sequence[int], curves: dict[str, Sequence[float]], path: str | os.PathLike,
+                      title: str = "") -> Path:
+    """Each named curve (nats/image) against latent size, on a log-2 x axis."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for (name, values), marker in zip(curves.items(), "osd^v"):
+        ax.plot(latent_dims, values, marker + "-", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(latent_dims), [str(d) for d in latent_dims])
+    ax.minorticks_off()
+    ax.set_xlabel("latent size d")
+    ax.set_ylabel("nats / image (test)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,254 @@
+"""Numbers that compare generative models: pure functions of arrays, plus two likelihood estimates
+that run a VAE-like model (anything with `encode(x) -> (mu, logvar)` and `decode_logits(z)`).
+
+    frechet_distance(a, b)        Fréchet distance between Gaussians fitted to two feature sets
+    class_entropy(labels)         entropy of the predicted-class histogram, normalised to [0, 1]
+    confidence_stats(probs)       mean max-softmax and the share of confident predictions
+    latent_geometry(codes)        where the codes sit relative to the N(0, I) prior
+    reconstruction_metrics(...)   test BCE (nats/image) and per-pixel MSE of decoding the code
+    neg_elbo(...)                 test -ELBO (Bernoulli decoder), one z per image as in training
+    iwae_nll(...)                 importance-weighted bound on -log p(x) (Burda et al., 2016)
+
+Everything is in nats; statistics are computed in float64 where precision matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.data import iterate_batches
+from common.inference import code_of
+
+LOG_2PI = math.log(2 * math.pi)
+
+# (x, z) -> log p(x | z), one value per row: x (M, ...), z (M, latent_dim) -> (M,)
+LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------------
+# feature statistics
+
+
+def gaussian_moments(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) -> mean (D,) and unbiased covariance (D, D), in float64."""
+    feats = np.asarray(features, dtype=np.float64)
+    if feats.ndim != 2 or feats.shape[0] < 2:
+        raise ValueError(f"need an (N, D) array with N >= 2, got shape {feats.shape}")
+    return feats.mean(0), np.cov(feats, rowvar=False).reshape(feats.shape[1], feats.shape[1])
+
+
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a covariance matrix; rounding's tiny negative eigenvalues count as 0."""
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance_from_moments(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)): the squared 2-Wasserstein distance
+    between N(mu1, S1) and N(mu2, S2), the quantity behind FID.
+
+    tr((S1 S2)^(1/2)) is computed as tr((A S2 A)^(1/2)) with A = S1^(1/2): S1 S2 = A (A S2) and
+    A S2 A = (A S2) A have the same eigenvalues (XY and YX always do), and A S2 A is symmetric PSD,
+    so two eigh calls give it in float64 even when the covariances are singular (dead ReLU
+    features), where scipy.linalg.sqrtm(S1 S2) warns and may return complex noise.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    root1 = _psd_sqrt(cov1)
+    middle = root1 @ cov2 @ root1
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)).sum()
+    diff = mu1 - mu2
+    value = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_covmean
+    return float(max(value, 0.0))
+
+
+def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, D) feature sets."""
+    return frechet_distance_from_moments(*gaussian_moments(features_a), *gaussian_moments(features_b))
+
+
+# ----------------------------------------------------------------------------------------------
+# classifier verdicts on samples
+
+
+def histogram_entropy(counts: np.ndarray | torch.Tensor) -> float:
+    """Entropy of a histogram divided by log(number of bins): 1 = uniform, 0 = one bin only."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or len(counts) < 2 or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError("need a 1-D histogram with at least 2 bins, non-negative and not all zero")
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum() / math.log(len(counts)))
+
+
+def class_entropy(predicted: np.ndarray | torch.Tensor, num_classes: int = 10) -> float:
+    """Normalised entropy of the histogram of predicted class labels (integers in [0, num_classes))."""
+    labels = np.asarray(predicted).astype(np.int64).ravel()
+    return histogram_entropy(np.bincount(labels, minlength=num_classes)[:num_classes])
+
+
+def confidence_stats(probs: np.ndarray | torch.Tensor, threshold: float = 0.9) -> dict[str, float]:
+    """From (N, classes) class probabilities: the mean max-probability and the share >= threshold."""
+    top = np.asarray(probs, dtype=np.float64).max(1)
+    return {"mean_confidence": float(top.mean()), "share_confident": float((top >= threshold).mean())}
+
+
+# ----------------------------------------------------------------------------------------------
+# latent geometry
+
+
+def prior_radius(latent_dim: int, mass: float = 0.95) -> float:
+    """Radius of the ball holding `mass` of N(0, I) in `latent_dim` dimensions: ||z||^2 ~ chi2(d)."""
+    return math.sqrt(scipy.stats.chi2.ppf(mass, latent_dim))
+
+
+def latent_geometry(codes: np.ndarray | torch.Tensor, mass: float = 0.95) -> dict[str, float | list[float]]:
+    """Where (N, d) codes sit relative to the N(0, I) prior.
+
+    mean_norm       ||mean code||
+    std_per_dim     standard deviation of each dimension
+    centre_offset   ||mean|| / (mean of the per-dimension stds): 0 = centred, scale-free
+    share_in_prior  share of codes inside the ball holding `mass` of N(0, I)
+    """
+    z = np.asarray(codes, dtype=np.float64)
+    mean, std = z.mean(0), z.std(0)
+    return {
+        "mean_norm": float(np.linalg.norm(mean)),
+        "std_per_dim": [float(s) for s in std],
+        "centre_offset": float(np.linalg.norm(mean) / std.mean()),
+        "share_in_prior": float((np.linalg.norm(z, axis=1) <= prior_radius(z.shape[1], mass)).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# reconstruction and likelihood (run a model)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def reconstruction_metrics(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Decode each image's code (AE z, VAE mu): BCE summed over pixels (nats/image) and MSE per pixel."""
+    model.eval()
+    device = _device(model)
+    bce = mse = 0.0
+    for batch in iterate_batches(x, batch_size):
+        batch = batch.to(device)
+        logits = model.decode_logits(code_of(model.encode(batch))).float()
+        bce += F.binary_cross_entropy_with_logits(logits, batch, reduction="sum").item()
+        mse += (torch.sigmoid(logits) - batch).pow(2).sum().item()
+    return {"bce": bce / len(x), "mse": mse / x.numel()}
+
+
+def bernoulli_log_likelihood(decode_logits: Callable[[torch.Tensor], torch.Tensor]) -> LogLikelihood:
+    """log p(x | z) for independent Bernoulli pixels with logits decode_logits(z), per image."""
+
+    def log_likelihood(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        logits = decode_logits(z).float()
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+    return log_likelihood
+
+
+@torch.inference_mode()
+def neg_elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Test -ELBO = E_q[-log p(x|z)] + KL(q || p), nats/image; one z per image (as in training's
+    evaluation), analytic KL, fixed noise."""
+    model.eval()
+    device = _device(model)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    log_lik = bernoulli_log_likelihood(model.decode_logits)
+    recon = kl = 0.0
+    for batch in iterate_batches(x, batch_size):
+        batch = batch.to(device)
+        mu, logvar = (t.float() for t in model.encode(batch))
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, device=device)
+        recon -= log_lik(batch, z).sum().item()
+        kl += (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum().item()
+    return {"neg_elbo": (recon + kl) / len(x), "recon": recon / len(x), "kl": kl / len(x)}
+
+
+class ImportanceEstimate(NamedTuple):
+    log_px: torch.Tensor  # (N,) IWAE bound: log (1/k) sum_i w_i, the estimate of log p(x)
+    elbo: torch.Tensor  # (N,) the ELBO from the same k draws: (1/k) sum_i log w_i (<= log_px)
+
+
+def importance_weighted_bound(
+    x: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    log_likelihood: LogLikelihood,
+    num_samples: int,
+    samples_per_pass: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ImportanceEstimate:
+    """IWAE bound on log p(x) with q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I):
+
+        log p(x) >= log (1/k) sum_{i=1..k} p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x)
+
+    x (N, ...), mu and logvar (N, d). The k draws are taken `samples_per_pass` at a time and
+    combined with a running logsumexp, so memory is bounded by samples_per_pass * N decodes.
+    It equals log p(x) for any k when q is the exact posterior, and tends to it as k grows.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    per_pass = min(samples_per_pass or num_samples, num_samples)
+    mu, logvar = mu.double(), logvar.double()
+    n, d = mu.shape
+    std = torch.exp(0.5 * logvar)
+    log_sum = torch.full((n,), -math.inf, dtype=torch.float64, device=mu.device)
+    log_w_sum = torch.zeros(n, dtype=torch.float64, device=mu.device)
+    done = 0
+    while done < num_samples:
+        s = min(per_pass, num_samples - done)
+        eps = torch.randn((s, n, d), generator=generator, device=mu.device, dtype=torch.float64)
+        z = mu + std * eps  # (s, N, d)
+        log_q = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)  # (s, N)
+        log_prior = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+        x_rep = x.unsqueeze(0).expand(s, *x.shape).reshape(s * n, *x.shape[1:])
+        log_lik = log_likelihood(x_rep, z.reshape(s * n, d).to(x.dtype)).double().view(s, n)
+        log_w = log_lik + log_prior - log_q
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
+        log_w_sum += log_w.sum(0)
+        done += s
+    return ImportanceEstimate(log_px=log_sum - math.log(num_samples), elbo=log_w_sum / num_samples)
+
+
+@torch.inference_mode()
+def iwae_nll(
+    model: nn.Module,
+    x: torch.Tensor,
+    num_samples: int = 1000,
+    batch_size: int = 100,
+    max_decodes: int = 4096,
+    seed: int = 0,
+) -> dict[str, float]:
+    """-log p(x) estimated with the IWAE bound (k = num_samples), for a VAE with a Bernoulli
+    decoder; nats/image averaged over x. Also the -ELBO from the same draws (always >= the bound).
+
+    Images go `batch_size` at a time; each decoder pass handles at most `max_decodes` (image,
+    sample) pairs, which bounds memory whatever k is.
+    """
+    model.eval()
+    device = _device(model)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    log_lik = bernoulli_log_likelihood(model.decode_logits)
+    log_px, elbo = [], []
+    for batch in iterate_batches(x, batch_size):
+        batch = batch.to(device)
+        mu, logvar = model.encode(batch)
+        est = importance_weighted_bound(batch, mu, logvar, log_lik, num_samples,
+                                        samples_per_pass=max(1, max_decodes // len(batch)), generator=gen)
+        log_px.append(est.log_px)
+        elbo.append(est.elbo)
+    return {"nll": -torch.cat(log_px).mean().item(), "neg_elbo_same_draws": -torch.cat(elbo).mean().item(),
+            "k": num_samples, "images": len(x)}

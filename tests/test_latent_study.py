@@ -1,0 +1,46 @@
+"""The latent-size study end to end on the tiny fixture: trains, evaluates, re-runs cheaply."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from variational_autoencoder import latent_study
+
+
+def test_latent_study_end_to_end(tmp_path, tiny_mnist, capsys):
+    out = tmp_path / "study"
+    argv = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--latent-dims", "1", "3", "--epochs", "1",
+            "--batch-size", "32", "--iwae-k", "4", "--iwae-images", "8", "--device", "cpu", "--no-download"]
+    study = latent_study.main(argv)
+
+    assert [r["latent_dim"] for r in study["rows"]] == [1, 3]
+    for row in study["rows"]:
+        assert row["epochs"] == 1
+        assert row["neg_elbo"] == pytest.approx(row["recon"] + row["kl"])
+        assert row["iwae"]["nll"] <= row["iwae"]["neg_elbo_same_draws"]
+        assert row["iwae"]["k"] == 4 and row["iwae"]["images"] == 8
+    assert json.loads((out / "study.json").read_text()) == json.loads(json.dumps(study))
+    for name in ("latent_study.png", "latent_samples.png"):
+        with Image.open(out / name) as image:
+            image.verify()
+            assert image.format == "PNG"
+    printed = capsys.readouterr().out
+    assert sum(line.startswith("| ") for line in printed.splitlines()) == 1 + 2  # header + one row per size
+
+    # Re-running with the same settings trains nothing and gives the same numbers.
+    again = latent_study.main(argv)
+    assert "already has 1 epochs, not retrained" in capsys.readouterr().out
+    assert again["rows"] == study["rows"]
+
+    # More epochs resume the existing runs instead of starting over.
+    more = latent_study.main([*argv[:argv.index("--epochs")], "--epochs", "2", *argv[argv.index("--epochs") + 2:]])
+    assert [r["epochs"] for r in more["rows"]] == [2, 2]
+    state = torch.load(out / "latent_3" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+    # Fewer epochs than a finished run would mix training lengths: a one-line error.
+    with pytest.raises(SystemExit) as exc:
+        latent_study.main(argv)
+    assert str(exc.value.code).startswith("error:") and "more than --epochs 1" in str(exc.value.code)

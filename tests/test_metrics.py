@@ -1,0 +1,211 @@
+"""Metrics against answers worked out by hand or in closed form."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common.metrics import (bernoulli_log_likelihood, class_entropy, confidence_stats, frechet_distance,
+                            frechet_distance_from_moments, histogram_entropy, importance_weighted_bound, iwae_nll,
+                            latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
+from variational_autoencoder.model import VAE, VAEConfig
+
+# ----------------------------------------------------------------------------------------------
+# Fréchet distance
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    feats = np.random.default_rng(0).normal(size=(500, 8)) * np.arange(1, 9)
+    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_diagonal_gaussians_closed_form():
+    # Diagonal covariances commute, so (S1 S2)^(1/2) = diag(sqrt(a b)) and the trace term is
+    # sum(a + b - 2 sqrt(a b)) = sum((sqrt(a) - sqrt(b))^2).
+    m1, m2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.0])
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 4.0, 1.0])
+    expected = 1 + 0 + 4 + (1 - 2) ** 2 + 0 + (3 - 1) ** 2  # = 10
+    assert frechet_distance_from_moments(m1, np.diag(a), m2, np.diag(b)) == pytest.approx(expected)
+
+
+def test_frechet_distance_rotated_and_one_dimensional():
+    # Rotating both covariances by the same R leaves the distance unchanged (still the diagonal answer).
+    theta = 0.7
+    r = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    s1, s2 = r @ np.diag([1.0, 9.0]) @ r.T, r @ np.diag([4.0, 1.0]) @ r.T
+    assert frechet_distance_from_moments(np.zeros(2), s1, np.zeros(2), s2) == pytest.approx(1 + 4)
+    # 1-D: (m1 - m2)^2 + (sigma1 - sigma2)^2
+    assert frechet_distance_from_moments(np.array([3.0]), np.array([[4.0]]), np.array([1.0]),
+                                         np.array([[0.25]])) == pytest.approx(4 + 1.5 ** 2)
+
+
+def test_frechet_distance_singular_covariances():
+    # A dead feature (zero variance in both sets) contributes nothing.
+    d = frechet_distance_from_moments(np.zeros(2), np.diag([4.0, 0.0]), np.zeros(2), np.diag([1.0, 0.0]))
+    assert d == pytest.approx(1.0)
+
+
+def test_frechet_distance_from_samples_matches_closed_form():
+    rng = np.random.default_rng(1)
+    n = 200_000
+    a = rng.normal(size=(n, 2)) * [1.0, 2.0] + [0.0, 0.0]
+    b = rng.normal(size=(n, 2)) * [3.0, 1.0] + [1.0, 0.0]
+    expected = 1.0 + (1 - 3) ** 2 + (2 - 1) ** 2  # = 6
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.02)
+
+
+# ----------------------------------------------------------------------------------------------
+# classifier verdicts
+
+
+def test_class_entropy_uniform_and_single_class():
+    assert class_entropy(np.tile(np.arange(10), 7)) == pytest.approx(1.0)
+    assert class_entropy(np.full(50, 3)) == pytest.approx(0.0)
+    assert histogram_entropy(np.array([5, 5, 5, 5])) == pytest.approx(1.0)
+    # two equally filled bins out of four: log 2 / log 4
+    assert histogram_entropy(np.array([3, 0, 3, 0])) == pytest.approx(0.5)
+
+
+def test_confidence_stats():
+    probs = np.array([[0.95, 0.05], [0.5, 0.5], [0.1, 0.9], [0.3, 0.7]])
+    stats = confidence_stats(probs, threshold=0.9)
+    assert stats["mean_confidence"] == pytest.approx((0.95 + 0.5 + 0.9 + 0.7) / 4)
+    assert stats["share_confident"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# latent geometry
+
+
+def test_prior_radius_two_dimensions():
+    # In 2-D, P(||z|| <= r) = 1 - exp(-r^2 / 2), so r = sqrt(-2 log 0.05).
+    assert prior_radius(2) == pytest.approx(math.sqrt(-2 * math.log(0.05)))
+
+
+@pytest.mark.parametrize("d", [2, 10])
+def test_share_of_prior_draws_inside_95_region(d):
+    z = torch.randn(200_000, d, generator=torch.Generator().manual_seed(d))
+    geometry = latent_geometry(z)
+    assert geometry["share_in_prior"] == pytest.approx(0.95, abs=0.003)
+    assert geometry["centre_offset"] < 0.01
+    assert geometry["std_per_dim"] == pytest.approx([1.0] * d, abs=0.01)
+
+
+def test_latent_geometry_by_hand():
+    codes = np.array([[1.0, 0.0], [3.0, 0.0], [1.0, 2.0], [3.0, 2.0]])
+    geometry = latent_geometry(codes)
+    assert geometry["mean_norm"] == pytest.approx(math.sqrt(5))  # mean (2, 1)
+    assert geometry["std_per_dim"] == pytest.approx([1.0, 1.0])
+    assert geometry["centre_offset"] == pytest.approx(math.sqrt(5))
+    # radius sqrt(5.99) = 2.45: norms 1, 3, sqrt(5) = 2.24, sqrt(13) -> two inside
+    assert geometry["share_in_prior"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# reconstruction and likelihood
+
+
+class ConstantModel(nn.Module):
+    """encode -> zeros (AE-like tensor or VAE-like tuple), decode_logits -> zeros (p = 0.5 everywhere)."""
+
+    def __init__(self, vae_like: bool):
+        super().__init__()
+        self.vae_like = vae_like
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def encode(self, x):
+        z = torch.zeros(x.shape[0], 2)
+        return (z, torch.zeros_like(z)) if self.vae_like else z
+
+    def decode_logits(self, z):
+        return torch.zeros(z.shape[0], 1, 28, 28) + 0 * self.dummy
+
+
+@pytest.mark.parametrize("vae_like", [False, True])
+def test_reconstruction_metrics_by_hand(vae_like):
+    x = torch.ones(5, 1, 28, 28)
+    metrics = reconstruction_metrics(ConstantModel(vae_like), x, batch_size=2)
+    assert metrics["bce"] == pytest.approx(784 * math.log(2), rel=1e-6)  # -log 0.5 per pixel
+    assert metrics["mse"] == pytest.approx(0.25)  # (0.5 - 1)^2
+
+
+def test_bernoulli_log_likelihood_by_hand():
+    log_lik = bernoulli_log_likelihood(lambda z: torch.zeros(z.shape[0], 1, 28, 28))
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(log_lik(x, torch.zeros(3, 2)), torch.full((3,), -784 * math.log(2)))
+
+
+def linear_gaussian(latent_dim=2, data_dim=5, noise=0.5, seed=0):
+    """z ~ N(0, I), x | z ~ N(W z + b, noise^2 I) with W = Q diag(c), Q orthonormal columns.
+
+    Then W^T W = diag(c^2), so the exact posterior is diagonal: variance 1 / (1 + c^2 / noise^2),
+    mean = variance * W^T (x - b) / noise^2; and the marginal is p(x) = N(b, W W^T + noise^2 I).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(data_dim, latent_dim, generator=gen, dtype=torch.float64))
+    c = torch.tensor([2.0, 0.7], dtype=torch.float64)[:latent_dim]
+    w, b = q * c, torch.randn(data_dim, generator=gen, dtype=torch.float64)
+    marginal = torch.distributions.MultivariateNormal(b, w @ w.T + noise**2 * torch.eye(data_dim, dtype=torch.float64))
+
+    def log_likelihood(x, z):
+        return torch.distributions.Normal(z @ w.T + b, noise).log_prob(x).sum(1)
+
+    def posterior(x):
+        var = 1.0 / (1.0 + c**2 / noise**2)
+        mu = var * ((x - b) @ w) / noise**2
+        return mu, var.log().expand_as(mu)
+
+    return marginal, log_likelihood, posterior
+
+
+@pytest.mark.parametrize("k,per_pass", [(1, None), (10, 3), (64, None)])
+def test_iwae_is_exact_with_the_true_posterior(k, per_pass):
+    marginal, log_likelihood, posterior = linear_gaussian()
+    torch.manual_seed(0)
+    x = marginal.sample((20,))
+    mu, logvar = posterior(x)
+    est = importance_weighted_bound(x, mu, logvar, log_likelihood, k, samples_per_pass=per_pass,
+                                    generator=torch.Generator().manual_seed(0))
+    # every importance weight equals p(x) exactly, so any k (and the ELBO) gives log p(x)
+    assert torch.allclose(est.log_px, marginal.log_prob(x), atol=1e-9)
+    assert torch.allclose(est.elbo, marginal.log_prob(x), atol=1e-9)
+
+
+def test_iwae_bound_between_elbo_and_log_px_with_a_poor_posterior():
+    marginal, log_likelihood, posterior = linear_gaussian()
+    torch.manual_seed(0)
+    x = marginal.sample((200,))
+    mu, logvar = posterior(x)
+    mu, logvar = 0.5 * mu, logvar + 1.0  # a deliberately wrong q
+    gen = torch.Generator().manual_seed(1)
+    est = importance_weighted_bound(x, mu, logvar, log_likelihood, 500, samples_per_pass=128, generator=gen)
+    assert (est.log_px >= est.elbo).all()  # log-mean-exp >= mean-log, draw by draw (Jensen)
+    exact = marginal.log_prob(x).mean()
+    # on average the ELBO sits below log p(x) by KL(q || posterior), and k = 500 closes most of that gap
+    assert est.elbo.mean() < exact - 0.1
+    assert est.elbo.mean() < est.log_px.mean() <= exact + 0.01
+
+
+def tiny_vae():
+    torch.manual_seed(0)
+    return VAE(VAEConfig(latent_dim=3, filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2))).eval()
+
+
+def test_iwae_nll_of_a_vae_never_above_neg_elbo_on_the_same_draws():
+    model, x = tiny_vae(), torch.rand(6, 1, 28, 28).round()
+    result = iwae_nll(model, x, num_samples=16, batch_size=4, max_decodes=10)
+    assert result["nll"] <= result["neg_elbo_same_draws"]
+    assert result["k"] == 16 and result["images"] == 6
+    # k = 1: the bound is the single-sample ELBO
+    one = iwae_nll(model, x, num_samples=1)
+    assert one["nll"] == pytest.approx(one["neg_elbo_same_draws"])
+
+
+def test_neg_elbo_terms():
+    model, x = tiny_vae(), torch.rand(7, 1, 28, 28)
+    terms = neg_elbo(model, x, batch_size=3)
+    assert terms["neg_elbo"] == pytest.approx(terms["recon"] + terms["kl"])
+    assert terms["kl"] > 0 and terms["recon"] > 0
+    assert neg_elbo(model, x, batch_size=5) == pytest.approx(neg_elbo(model, x, batch_size=5))  # fixed noise

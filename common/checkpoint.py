@@ -33,7 +33,12 @@ MODEL_REGISTRY = {
     "ae": ("vanila_autoencoder.model", "Autoencoder", "AEConfig"),
     "vae": ("variational_autoencoder.model", "VAE", "VAEConfig"),
 }
-KIND_NAMES = {"ae": "autoencoder (vanila_autoencoder)", "vae": "variational autoencoder (variational_autoencoder)"}
+# kind -> what the messages call it (with its article) and the folder whose scripts handle it
+KIND_NAMES = {"ae": "an autoencoder (vanila_autoencoder)", "vae": "a variational autoencoder (variational_autoencoder)"}
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+PICKLE_MAGIC = b"\x80"  # first byte of a pickle (protocol >= 2): torch.save's legacy format
+# what a checkpoint needs besides kind/config/model for train.py --resume
+TRAINING_KEYS = ("optimizer", "epoch", "history", "rng")
 
 
 class CheckpointError(Exception):
@@ -66,30 +71,62 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def _load_failure(path: Path, head: bytes, err: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`, in words (one line)."""
+    if not head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        return f"{path} is not a checkpoint (not a file written by torch.save)"
+    if head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        return f"{path} is truncated or corrupt (an incomplete torch.save archive)"
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+        return (f"{path} holds objects other than tensors and plain Python values; refused, since loading it "
+                f"could run code (weights_only=True)")
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{path} is not a readable checkpoint (truncated or corrupt?): {reason[:200]}"
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
 ) -> dict[str, Any]:
     """Read and validate a checkpoint; never executes code from the file (weights_only=True)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        with path.open("rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from None
+    try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError,
-            KeyError, AttributeError, TypeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): "
-                              f"{reason[:200]}") from None
+            KeyError, AttributeError, TypeError, IndexError) as err:
+        raise CheckpointError(_load_failure(path, head, err)) from None
     required = ("kind", "config", "model")
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(required)})")
-    if state["kind"] not in MODEL_REGISTRY:
+    if not isinstance(state["kind"], str) or state["kind"] not in MODEL_REGISTRY:
         raise CheckpointError(f"{path} holds an unknown model kind {state['kind']!r}")
+    if not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path} is malformed: its config and model entries must be dicts")
     if kind is not None and state["kind"] != kind:
+        saved_folder = MODEL_REGISTRY[state["kind"]][0].split(".")[0]
         raise CheckpointError(
-            f"{path} holds a {KIND_NAMES[state['kind']]}, not a {KIND_NAMES[kind]}: use that model's script"
+            f"{path} holds {KIND_NAMES[state['kind']]}, not {KIND_NAMES[kind]}: "
+            f"use the scripts in {saved_folder}/"
         )
     return state
+
+
+def check_resumable(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """A checkpoint that train.py --resume can continue: it has the training state too."""
+    missing = [key for key in TRAINING_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} holds model weights only (no {', '.join(missing)}), so it cannot be "
+                              f"resumed; start a new run with --overwrite")
+    if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["history"], list):
+        raise CheckpointError(f"{path} is malformed: bad epoch or history entry")
 
 
 def model_classes(kind: str) -> tuple[type[nn.Module], type]:
@@ -110,7 +147,7 @@ def model_from_state(state: dict[str, Any], map_location: str | torch.device = "
     model = build_model(state["kind"], state["config"])
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError, KeyError) as err:
         raise CheckpointError(f"checkpoint weights do not fit its config: {str(err).splitlines()[0]}") from None
     return model.to(map_location).eval()
 

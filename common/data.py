@@ -10,7 +10,10 @@ truncated or malformed file is reported clearly instead of surfacing as a numpy 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +61,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err.strerror if isinstance(err, OSError) else err}") from None
+    except (OSError, EOFError, zlib.error) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise DataError(f"cannot read {path}: {reason}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'none'})")
     ndim = raw[3]
@@ -68,7 +72,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path} has a truncated IDX header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
             f"{path} is truncated or padded: header says shape {shape} ({expected} bytes of data), "
@@ -84,9 +88,19 @@ def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
 
 
 def _find(folder: Path, name: str) -> Path | None:
+    """The file `name` (or `name.gz`) in `folder`; None when absent. Anything there that cannot
+    be looked at (a folder without read permission) or is not a file is an error, not "absent"."""
     for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
+        try:
+            mode = candidate.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:
+            raise DataError(f"cannot read {candidate}: {err.strerror} (check the permissions of {folder}/ "
+                            f"and the folders above it)") from None
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{candidate} is not a regular file")
+        return candidate
     return None
 
 
@@ -130,6 +144,8 @@ def load_split(
             f"{paths[0]} holds images of shape {images.shape[1:]} ({images.dtype}); "
             f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}"
         )
+    if images.shape[0] == 0:
+        raise DataError(f"{paths[0]} holds no images")
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise DataError(f"{paths[1]} holds {labels.shape} labels for {images.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):

@@ -10,7 +10,6 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from common.checkpoint import load_checkpoint, model_from_state
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
 from common.inference import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
-from common.training import TrainingError, exit_on_error, positive_int
+from common.training import TrainingError, check_writable, exit_on_error, positive_int
 
 GRID = 10  # samples.png is GRID x GRID
 MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
@@ -130,12 +129,21 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
         except ValueError as err:
             raise TrainingError(str(err)) from None
         model = model_from_state(state, device)
-        train_cfg: dict[str, Any] = state.get("train", {})
+        train_cfg = state.get("train", {})
+        train_cfg = train_cfg if isinstance(train_cfg, dict) else {}
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")
         dataset = args.dataset or train_cfg.get("dataset", "mnist")
+        if dataset not in DATASETS:
+            raise TrainingError(f"{ckpt} was trained on an unknown dataset {dataset!r}; pass --dataset")
+        figures_dir = args.out_dir / "figures"
+        check_writable(figures_dir)  # before the slow part
         test = load_split(data_dir, dataset, "test", download=args.download)
-        written = make_figures(model, list(state.get("history", [])), test.images, test.labels,
-                               args.out_dir / "figures", spec, args.num_images, args.seed)
+        history = state.get("history", [])
+        try:
+            written = make_figures(model, list(history) if isinstance(history, list) else [], test.images,
+                                   test.labels, figures_dir, spec, args.num_images, args.seed)
+        except OSError as err:
+            raise TrainingError(f"cannot write {err.filename or figures_dir}: {err.strerror}") from None
     for path in written:
         print(path)
     return written

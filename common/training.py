@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap
+from common.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint, unwrap
 from common.data import DATASETS, DataError, iterate_batches, load_dataset
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.nets import ConvNetConfig
@@ -61,6 +62,15 @@ RUNTIME_FIELDS = {"epochs", "data_dir", "download", "out_dir", "device", "precis
 
 class TrainingError(Exception):
     """A condition that stops training with a one-line message (exit status 1)."""
+
+
+class NonFiniteLoss(TrainingError):
+    """The training loss became NaN or infinite at `step` (1-based) of `epoch`."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"the loss became NaN or infinite at epoch {epoch}, step {step}")
+        self.epoch = epoch
+        self.step = step
 
 
 class Interrupted(Exception):
@@ -175,8 +185,12 @@ def _pick(cls: type, args: argparse.Namespace, saved: dict[str, Any] | None, run
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[dict[str, int | None]]:
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so a checkpoint being
-    written is never cut short."""
+    written is never cut short. Outside the main thread (where Python cannot install handlers)
+    the flag simply never rises."""
     flag: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
 
     def handler(signum: int, frame: object) -> None:
         flag["signum"] = signum
@@ -204,10 +218,13 @@ def train_one_epoch(
     """One pass over `batches`; returns the image-weighted mean of each loss term.
 
     Terms are accumulated on the device and read back only every `log_every` steps: reading a
-    CUDA tensor (.item()) waits for all queued work, which would stall the GPU every step.
+    CUDA tensor (.item()) waits for all queued work, which would stall the GPU every step. For the
+    same reason the first step whose loss is not finite is recorded on the device and checked at
+    those read-backs; it raises NonFiniteLoss naming that exact step.
     """
     model.train()
     sums: dict[str, torch.Tensor] = {}
+    first_bad: torch.Tensor | None = None  # 0-d long on the device: first non-finite step, 0 if none
     seen = 0
     for step, x in enumerate(batches, start=1):
         if stop is not None and stop["signum"] is not None:
@@ -222,20 +239,19 @@ def train_one_epoch(
         for name, value in terms.items():
             value = value.detach().float() * n
             sums[name] = sums[name] + value if name in sums else value
+        bad_now = ~torch.isfinite(terms["loss"].detach())
+        first_bad = bad_now.long() * step if first_bad is None else first_bad.masked_fill(
+            bad_now & (first_bad == 0), step)
         if step % log_every == 0:
-            running = sums["loss"].item() / seen  # one sync per refresh
-            if not math.isfinite(running):
-                raise TrainingError(f"loss became {running} in epoch {epoch} (by step {step}); stopped, "
-                                    f"the last good checkpoint is kept")
+            if int(first_bad):  # one sync per refresh
+                raise NonFiniteLoss(epoch, int(first_bad))
             if progress is not None:
-                progress.set_postfix(loss=f"{running:.2f}", refresh=False)
+                progress.set_postfix(loss=f"{sums['loss'].item() / seen:.2f}", refresh=False)
         if progress is not None:
             progress.update(1)
-    means = {name: value.item() / seen for name, value in sums.items()}
-    if not all(math.isfinite(v) for v in means.values()):
-        raise TrainingError(f"loss became non-finite in epoch {epoch} (by its last step); stopped, "
-                            f"the last good checkpoint is kept")
-    return means
+    if first_bad is not None and int(first_bad):
+        raise NonFiniteLoss(epoch, int(first_bad))
+    return {name: value.item() / seen for name, value in sums.items()}
 
 
 def evaluate(
@@ -284,7 +300,8 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed and make sure a file can be written in it, before any work."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -313,6 +330,7 @@ def run_training(
     saved = None
     if args.resume:
         saved = load_checkpoint(ckpt_path, kind=kind)
+        check_resumable(ckpt_path, saved)
     elif ckpt_path.exists() and not args.overwrite:
         raise TrainingError(f"{ckpt_path} already exists: pass --resume to continue it or --overwrite to replace it")
 
@@ -321,7 +339,7 @@ def run_training(
     tc = TrainConfig(**train_values)
     try:
         config = config_cls(**_pick(config_cls, args, saved["config"] if saved else None, set()))
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise TrainingError(f"invalid model settings: {err}") from None
     if saved is not None and saved["epoch"] >= tc.epochs:
         raise TrainingError(f"{ckpt_path} already has {saved['epoch']} epochs; pass --epochs N with N > "
@@ -332,7 +350,7 @@ def run_training(
         precision = resolve_precision(tc.precision, device)
     except ValueError as err:
         raise TrainingError(str(err)) from None
-    _check_writable(out_dir / "checkpoints")
+    check_writable(out_dir / "checkpoints")
     train, test = load_dataset(tc.data_dir, tc.dataset, download=tc.download)
 
     torch.manual_seed(tc.seed)
@@ -343,11 +361,16 @@ def run_training(
     history: list[dict[str, float]] = []
     start_epoch = 0
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            _set_rng_state(saved["rng"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{ckpt_path} cannot be resumed, its saved state does not fit: "
+                                  f"{reason[:200]}") from None
         history = list(saved["history"])
         start_epoch = saved["epoch"]
-        _set_rng_state(saved["rng"])
     # The whole dataset lives on the device from here on: no per-step host -> device copies.
     x_train = train.images.to(device).contiguous(memory_format=memory_format)
     x_test = test.images.to(device).contiguous(memory_format=memory_format)
@@ -357,7 +380,6 @@ def run_training(
 
     run_info = {"argv": argv, "kind": kind, "config": dataclasses.asdict(config),
                 "train": dataclasses.asdict(tc), "device": str(device), "precision": precision}
-    _write_json(out_dir / "run.json", run_info)
     print(f"training {kind} on {device} ({precision}, {'channels_last' if tc.channels_last else 'NCHW'}), "
           f"{len(train)} train / {len(test)} test images, epochs {start_epoch + 1}..{tc.epochs}", flush=True)
 
@@ -367,30 +389,49 @@ def run_training(
             t0 = time.perf_counter()
             # The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
             gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+            if epoch > 1:
+                kept = f"{ckpt_path} still holds epoch {epoch - 1}"
+            else:  # a fresh run (with --overwrite, an older run's file may be there: it is not touched)
+                kept = f"{ckpt_path} is unchanged" if ckpt_path.exists() else f"nothing was saved to {ckpt_path}"
             with tqdm(total=steps, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None) as bar:
                 try:
                     train_terms = train_one_epoch(fast_model, iterate_batches(x_train, tc.batch_size, gen),
                                                   optimizer, loss_fn, amp=amp, progress=bar,
                                                   log_every=tc.log_every, stop=stop, epoch=epoch)
                 except Interrupted as sig:
-                    done = f"holds epoch {epoch - 1}" if epoch > 1 else "was not written (no epoch finished)"
                     bar.close()
-                    print(f"interrupted by {sig} during epoch {epoch}; {ckpt_path} {done}. "
-                          f"Continue with: --resume --out-dir {out_dir}", file=sys.stderr)
+                    if epoch > 1:
+                        hint = f"{kept}; continue with: --resume --out-dir {out_dir}"
+                    else:
+                        hint = f"{kept} (no epoch finished); start again with --overwrite --out-dir {out_dir}"
+                    print(f"interrupted by {sig} during epoch {epoch}; {hint}", file=sys.stderr)
                     raise SystemExit(128 + sig.signum) from None
+                except NonFiniteLoss as err:
+                    raise TrainingError(f"{err}; training stopped and {kept} (try a lower --lr)") from None
             train_time = time.perf_counter() - t0
             test_terms = evaluate(fast_model, x_test, loss_fn, tc.eval_batch_size, amp=amp, seed=tc.seed)
+            if not math.isfinite(test_terms["loss"]):
+                # finite training losses, yet the last updates blew the weights up: do not save them
+                raise TrainingError(f"the test loss became {test_terms['loss']} after epoch {epoch}, step {steps} "
+                                    f"(its last); training stopped and {kept} (try a lower --lr)")
             record = {"epoch": epoch,
                       **{f"train_{k}": v for k, v in train_terms.items()},
                       **{f"test_{k}": v for k, v in test_terms.items()},
                       "train_seconds": train_time, "images_per_second": len(train) / train_time}
             history.append(record)
-            save_checkpoint(ckpt_path, {
-                "kind": kind, "config": dataclasses.asdict(config), "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                "rng": _rng_state(), "train": dataclasses.asdict(tc), "argv": list(argv),
-            })
-            _write_json(out_dir / "history.json", history)
+            try:
+                save_checkpoint(ckpt_path, {
+                    "kind": kind, "config": dataclasses.asdict(config), "model": unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+                    "rng": _rng_state(), "train": dataclasses.asdict(tc), "argv": list(argv),
+                })
+                kept = f"{ckpt_path} holds epoch {epoch}"
+                _write_json(out_dir / "history.json", history)
+                if epoch == start_epoch + 1:  # with the first checkpoint: a run that fails early replaces nothing
+                    _write_json(out_dir / "run.json", run_info)
+            except OSError as err:  # disk full, folder removed, ...: the replaced files are intact
+                raise TrainingError(f"cannot write {err.filename or ckpt_path}: {err.strerror}; "
+                                    f"training stopped and {kept}") from None
             print(f"epoch {epoch}/{tc.epochs}  train loss {train_terms['loss']:.2f}  "
                   f"test loss {test_terms['loss']:.2f} ({format_terms(test_terms)})  "
                   f"{train_time:.1f}s, {record['images_per_second']:.0f} img/s", flush=True)
@@ -400,8 +441,12 @@ def run_training(
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
     """Turn the expected failures (bad data, checkpoint, settings) into one line on stderr and
-    exit status 1, without a traceback. Anything else is a bug and keeps its traceback."""
+    exit status 1, and Ctrl-C outside the training loop into one line and status 130, without a
+    traceback. Anything else is a bug and keeps its traceback."""
     try:
         yield
     except (DataError, CheckpointError, TrainingError) as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        print("interrupted by Ctrl-C", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None

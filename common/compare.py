@@ -27,11 +27,11 @@ from common.classifier import (Classification, ClassifierTraining, DigitClassifi
                                load_or_train_classifier)
 from common.data import DATASETS, Split, load_split
 from common.device import DEVICES, get_device
-from common.inference import decode_codes, encode_codes
+from common.inference import decode_codes, encode_codes, for_inference
 from common.metrics import (class_entropy, confidence_stats, frechet_distance_from_moments, gaussian_moments,
                             iwae_nll, latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
 from common.plotting import uniform_in_box
-from common.training import TrainingError, _write_json, exit_on_error, positive_int
+from common.training import TrainingError, write_json, exit_on_error, positive_int
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per model
 REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
@@ -76,8 +76,10 @@ def verdict(out: Classification, reference: tuple[np.ndarray, np.ndarray]) -> di
     """Confidence, class spread, and the Fréchet distance of the features to `reference` (mean and
     covariance of the test set's features)."""
     probs = torch.softmax(out.logits, 1)
+    predicted = out.logits.argmax(1)
     return {**confidence_stats(probs.numpy()),
-            "class_entropy": class_entropy(out.logits.argmax(1).numpy(), out.logits.shape[1]),
+            "class_entropy": class_entropy(predicted.numpy(), out.logits.shape[1]),
+            "class_shares": (torch.bincount(predicted, minlength=out.logits.shape[1]).double() / len(predicted)).tolist(),
             "frechet_distance": frechet_distance_from_moments(*gaussian_moments(out.features.numpy()), *reference)}
 
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             device = get_device(args.device)
         except ValueError as err:
             raise TrainingError(str(err)) from None
-        ae, vae = model_from_state(ae_state, device), model_from_state(vae_state, device)
+        ae, vae = for_inference(model_from_state(ae_state, device)), for_inference(model_from_state(vae_state, device))
         train_cfg = vae_state.get("train", {})
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")
         dataset = args.dataset or train_cfg.get("dataset", "mnist")
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "reference_images": len(real)},
             "seconds": seconds,
         }
-        _write_json(args.out_dir / "metrics.json", _finite(metrics))
+        write_json(args.out_dir / "metrics.json", _finite(metrics))
     print(format_table(metrics))
     print(figure)
     print(args.out_dir / "metrics.json")

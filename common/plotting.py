@@ -18,7 +18,7 @@ from common import figures
 from common.checkpoint import load_checkpoint, model_from_state
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
-from common.inference import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
+from common.inference import decode_codes, encode_codes, for_inference, grid_codes, interpolate, reconstruct
 from common.training import TrainingError, check_writable, exit_on_error, positive_int
 
 GRID = 10  # samples.png is GRID x GRID
@@ -128,7 +128,7 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
             device = get_device(args.device)
         except ValueError as err:
             raise TrainingError(str(err)) from None
-        model = model_from_state(state, device)
+        model = for_inference(model_from_state(state, device))
         train_cfg = state.get("train", {})
         train_cfg = train_cfg if isinstance(train_cfg, dict) else {}
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")

@@ -22,9 +22,9 @@ from common import figures
 from common.checkpoint import load_checkpoint, model_from_state
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
-from common.inference import decode_codes
+from common.inference import decode_codes, for_inference
 from common.metrics import iwae_nll, neg_elbo
-from common.training import TrainConfig, TrainingError, _write_json, exit_on_error, positive_int
+from common.training import TrainConfig, TrainingError, write_json, exit_on_error, positive_int
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows, panels = [], []
         for d, ckpt in checkpoints.items():
             state = load_checkpoint(ckpt, kind="vae")
-            model = model_from_state(state, device)
+            model = for_inference(model_from_state(state, device))
             print(f"latent {d}: test -ELBO and IWAE (k={args.iwae_k}, {len(x_iwae)} images) ...", flush=True)
             terms = neg_elbo(model, test.images, EVAL_BATCH, seed=args.seed)
             iwae = iwae_nll(model, x_iwae, args.iwae_k, seed=args.seed)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                    title="VAE: decoded z ~ N(0, I) by latent size")
         study = {"rows": rows, "settings": {"epochs": args.epochs, "dataset": args.dataset, "seed": args.seed,
                                             "iwae_k": args.iwae_k, "iwae_images": len(x_iwae), "device": str(device)}}
-        _write_json(args.out_dir / "study.json", study)
+        write_json(args.out_dir / "study.json", study)
     print(format_table(rows))
     for path in (curve_figure, samples_figure, args.out_dir / "study.json"):
         print(path)

@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the default path's model")
     p.add_argument("--steps", type=positive_int, default=40, help="timed steps per measurement (default: 40)")
     p.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first (default: 5)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds (default: 3)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds (default: 5)")
     p.add_argument("--eval-images", type=positive_int, default=10_000, help="(default: 10000)")
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
     return p.parse_args(argv)

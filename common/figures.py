@@ -48,7 +48,7 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     for i in range(n):
         for row, imgs in enumerate((originals, reconstructions)):
             ax = axes[row, i]
-            ax.imshow(np.asarray(imgs[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(np.asarray(imgs[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel("input")
@@ -111,7 +111,7 @@ def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLik
 
 def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.PathLike, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(cols * 0.45 + 0.4, rows * 0.45 + 0.6))
-    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -125,7 +125,7 @@ def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols:
     fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (cols * 0.45 + 0.4), rows * 0.45 + 0.9),
                              squeeze=False)
     for ax, (name, images) in zip(axes[0], panels):
-        ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(name, fontsize=10)
@@ -142,7 +142,7 @@ def plot_ae_vs_vae(ae_samples: np.ndarray, vae_samples: np.ndarray, ae_codes: np
     fig, axes = plt.subplots(2, 2, figsize=(11, 11.5))
     for col, (name, samples, codes) in enumerate(zip(titles, (ae_samples, vae_samples), (ae_codes, vae_codes))):
         ax = axes[0, col]
-        ax.imshow(tile(samples[: grid * grid], grid, grid), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(tile(samples[: grid * grid], grid, grid), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{name}: decoded z ~ N(0, I)")

@@ -31,7 +31,7 @@ from common.inference import decode_codes, encode_codes, for_inference
 from common.metrics import (class_entropy, confidence_stats, frechet_distance_from_moments, gaussian_moments,
                             iwae_nll, latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
 from common.plotting import uniform_in_box
-from common.training import TrainingError, write_json, exit_on_error, positive_int
+from common.training import TrainingError, exit_on_error, non_negative_float, positive_int, write_json
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per model
 REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classifier", type=Path, help="cached classifier (default: <out-dir>/classifier.pt)")
     parser.add_argument("--retrain-classifier", action="store_true",
                         help="train the classifier again and replace the cache")
+    parser.add_argument("--classifier-blur", type=non_negative_float, default=ClassifierTraining.max_blur_sigma,
+                        help="largest Gaussian blur (pixels) of the classifier's training augmentation; 0 = none "
+                             f"(default: {ClassifierTraining.max_blur_sigma})")
     parser.add_argument("--classifier-epochs", type=positive_int, default=ClassifierTraining.epochs,
                         help=f"epochs when the classifier is trained (default: {ClassifierTraining.epochs})")
     parser.add_argument("--device", choices=DEVICES, default="auto",
@@ -183,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         classifier, classifier_info = load_or_train_classifier(
             args.classifier or args.out_dir / "classifier.pt", train_split, test, dataset=dataset,
-            retrain=args.retrain_classifier, training=ClassifierTraining(epochs=args.classifier_epochs, seed=args.seed),
+            retrain=args.retrain_classifier, training=ClassifierTraining(epochs=args.classifier_epochs, seed=args.seed,
+                                                                   max_blur_sigma=args.classifier_blur),
             device=device)
         seconds["setup_and_classifier"] = time.perf_counter() - t0
 

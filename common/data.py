@@ -113,7 +113,8 @@ def _download(data_dir: Path, dataset: str) -> None:
         cls(root=str(data_dir), train=False, download=True)
     except (OSError, RuntimeError, ValueError) as err:
         # torchvision raises RuntimeError("Error downloading ...") or URLError (an OSError)
-        raise DataError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        first_line = str(err).strip().splitlines()[0].rstrip(": ") if str(err).strip() else type(err).__name__
+        raise DataError(f"{first_line} (no network, or the mirrors are unreachable?)") from None
 
 
 def load_split(

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.data import iterate_batches
+from common.losses import gaussian_kl
 from common.inference import code_of
 
 LOG_2PI = math.log(2 * math.pi)
@@ -173,7 +174,7 @@ def neg_elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, seed: in
         mu, logvar = (t.float() for t in model.encode(batch))
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, device=device)
         recon -= log_lik(batch, z).sum().item()
-        kl += (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).sum().item()
+        kl += gaussian_kl(mu, logvar).item() * len(batch)  # per-image mean -> batch sum
     return {"neg_elbo": (recon + kl) / len(x), "recon": recon / len(x), "kl": kl / len(x)}
 
 

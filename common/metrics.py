@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.data import iterate_batches
-from common.losses import gaussian_kl
 from common.inference import code_of
+from common.losses import gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
 

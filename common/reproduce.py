@@ -15,9 +15,9 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,27 +58,30 @@ def _train_flags(ckpt: Path, epochs: int, overwrite: bool) -> list[str] | None:
     return None if done >= epochs else ["--resume"]
 
 
+def run_relayed(name: str, cmd: list[str], env: dict[str, str]) -> int:
+    """Run `cmd`, relaying its output line by line prefixed with `[name]`; returns its exit status."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.strip():
+            print(f"[{name}] {line.rstrip()}", flush=True)
+    return proc.wait()
+
+
+def single_thread_env(n_jobs: int) -> dict[str, str]:
+    """Environment for one of `n_jobs` simultaneous runs: an equal share of the cores each."""
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
 def train_in_parallel(jobs: dict[str, list[str]]) -> None:
     """Run `python -m <package>.train <flags>` for each job at once, each on 1/len(jobs) of the cores
     (small convolutions scale poorly across threads, so two single-thread runs beat one after the other).
     Their output is relayed line by line, prefixed with the model's name."""
-    threads = max(1, (os.cpu_count() or 1) // len(jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    procs = {name: subprocess.Popen([sys.executable, "-m", f"{MODELS[name]}.train", *flags], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for name, flags in jobs.items()}
-
-    def relay(name: str, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            if line.strip():
-                print(f"[{name}] {line.rstrip()}", flush=True)
-
-    relays = [threading.Thread(target=relay, args=item) for item in procs.items()]
-    for t in relays:
-        t.start()
-    for t in relays:
-        t.join()
-    failed = [f"{name} (exit {proc.wait()})" for name, proc in procs.items() if proc.wait() != 0]
+    env = single_thread_env(len(jobs))
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        status = {name: pool.submit(run_relayed, name, [sys.executable, "-m", f"{MODELS[name]}.train", *flags], env)
+                  for name, flags in jobs.items()}
+    failed = [f"{name} (exit {s.result()})" for name, s in status.items() if s.result() != 0]
     if failed:
         raise TrainingError(f"training failed: {', '.join(failed)}; see its output above")
 

@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common.device import DEVICES
-from common.reproduce import _train_flags, run_relayed, single_thread_env
-from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, write_json
+from common.reproduce import run_relayed, single_thread_env
+from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, train_flags, write_json
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -60,11 +60,16 @@ def paired_summary(diffs: list[float]) -> dict[str, float]:
 
 def final_neg_elbo(run: Path, precision: str, seed: int, epochs: int) -> float:
     """Test -ELBO after the last epoch, checked against what the run was asked to be."""
-    info = json.loads((run / "run.json").read_text())
-    history = json.loads((run / "history.json").read_text())
-    if info["precision"] != precision or info["train"]["seed"] != seed or len(history) < epochs:
+    try:
+        info = json.loads((run / "run.json").read_text())
+        history = json.loads((run / "history.json").read_text())
+        matches = (info["precision"], info["train"]["seed"], len(history)) == (precision, seed, epochs)
+        value = history[-1]["test_neg_elbo"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise TrainingError(f"cannot read the result of {run}: {err}") from None
+    if not matches:
         raise TrainingError(f"{run} is not a finished {precision} run with seed {seed} and {epochs} epochs")
-    return history[epochs - 1]["test_neg_elbo"]
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             for precision in PRECISIONS:
                 out = run_dir(args.out_dir, precision, seed)
-                flags = _train_flags(out / "checkpoints" / "last.pt", args.epochs, args.overwrite)
+                flags = train_flags(out / "checkpoints" / "last.pt", args.epochs, "vae", args.overwrite)
                 if flags is None:
                     print(f"{out}: already trained, reused", flush=True)
                     continue

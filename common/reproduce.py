@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import load_checkpoint
 from common.device import DEVICES
-from common.training import TrainConfig, TrainingError, exit_on_error, positive_int
+from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, train_flags
 
 MODELS = {"ae": "vanila_autoencoder", "vae": "variational_autoencoder"}
 
@@ -46,16 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail instead of trying to download missing data")
     return p.parse_args(argv)
-
-
-def _train_flags(ckpt: Path, epochs: int, overwrite: bool) -> list[str] | None:
-    """The flags that start, resume or skip (None) a model's training."""
-    if overwrite:
-        return ["--overwrite"]
-    if not ckpt.exists():
-        return []
-    done = load_checkpoint(ckpt)["epoch"]
-    return None if done >= epochs else ["--resume"]
 
 
 def run_relayed(name: str, cmd: list[str], env: dict[str, str]) -> int:
@@ -111,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         jobs: dict[str, list[str]] = {}
         for name in MODELS:
             out = args.out_dir / name
-            flags = _train_flags(out / "checkpoints" / "last.pt", args.epochs, args.overwrite)
+            flags = train_flags(out / "checkpoints" / "last.pt", args.epochs, name, args.overwrite)
             if flags is None:
                 print(f"\n=== train {name}: {out}/checkpoints/last.pt already has {args.epochs} epochs, skipped")
             else:

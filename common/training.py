@@ -207,6 +207,23 @@ def stop_on_signals() -> Iterator[dict[str, int | None]]:
             signal.signal(s, h)
 
 
+def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> list[str] | None:
+    """The train.py flags that bring the run saved at `ckpt` to exactly `epochs` epochs: [] to
+    start it, ["--resume"] to finish it, ["--overwrite"] to start afresh, or None when it is done.
+    For the scripts that drive several runs (reproduce, the latent and precision studies). A run
+    with more epochs is refused: its learning-rate schedule differs, so its numbers would not be
+    comparable with the others'."""
+    if overwrite:
+        return ["--overwrite"]
+    if not ckpt.exists():
+        return []
+    done = load_checkpoint(ckpt, kind=kind)["epoch"]
+    if done > epochs:
+        raise TrainingError(f"{ckpt} has {done} epochs, more than --epochs {epochs}: the runs would not be "
+                            f"comparable; pass --epochs {done} or another --out-dir")
+    return None if done == epochs else ["--resume"]
+
+
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Adam; on CUDA the fused kernel (one launch for all parameters instead of several per tensor)."""
     fused = next(model.parameters()).device.type == "cuda"

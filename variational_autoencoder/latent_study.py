@@ -24,7 +24,7 @@ from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
 from common.inference import decode_codes, for_inference
 from common.metrics import iwae_nll, neg_elbo
-from common.training import TrainConfig, TrainingError, write_json, exit_on_error, positive_int
+from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, train_flags, write_json
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
@@ -62,16 +62,11 @@ def train_size(latent_dim: int, run_dir: Path, args: argparse.Namespace) -> Path
             "--seed", str(args.seed), "--download" if args.download else "--no-download"]
     if args.batch_size is not None:
         argv += ["--batch-size", str(args.batch_size)]
-    if ckpt.exists():
-        done = load_checkpoint(ckpt, kind="vae")["epoch"]
-        if done == args.epochs:
-            print(f"latent {latent_dim}: {ckpt} already has {done} epochs, not retrained", flush=True)
-            return ckpt
-        if done > args.epochs:
-            raise TrainingError(f"{ckpt} has {done} epochs, more than --epochs {args.epochs}: the sizes would "
-                                f"not be comparable; pass --epochs {done} or another --out-dir")
-        argv.append("--resume")
-    vae_train.main(argv)
+    flags = train_flags(ckpt, args.epochs, "vae")
+    if flags is None:
+        print(f"latent {latent_dim}: {ckpt} already has {args.epochs} epochs, not retrained", flush=True)
+        return ckpt
+    vae_train.main([*argv, *flags])
     return ckpt
 
 

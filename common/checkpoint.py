@@ -84,10 +84,9 @@ def _load_failure(path: Path, head: bytes, err: Exception) -> str:
     return f"{path} is not a readable checkpoint (truncated or corrupt?): {reason[:200]}"
 
 
-def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
-) -> dict[str, Any]:
-    """Read and validate a checkpoint; never executes code from the file (weights_only=True)."""
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """What torch.save wrote to `path`, read without ever executing code from the file
+    (weights_only=True); every way of failing is a CheckpointError with a one-line reason."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
@@ -99,10 +98,17 @@ def load_checkpoint(
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from None
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError,
             KeyError, AttributeError, TypeError, IndexError) as err:
         raise CheckpointError(_load_failure(path, head, err)) from None
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> dict[str, Any]:
+    """Read and validate a model checkpoint of this project (see read_checkpoint)."""
+    state = read_checkpoint(path, map_location)
     required = ("kind", "config", "model")
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(required)})")

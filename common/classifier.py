@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import CheckpointError, save_checkpoint
+from common.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from common.data import NUM_CLASSES, Split, iterate_batches
 from common.device import autocast, resolve_precision
 
@@ -166,17 +164,16 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
     """The cached classifier in eval mode, and the rest of its file (accuracy, training settings)."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable classifier checkpoint ({type(err).__name__}); "
-                              f"pass --retrain-classifier to replace it") from None
+        state = read_checkpoint(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; pass --retrain-classifier to replace it") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a digit-classifier checkpoint; pass --retrain-classifier "
                               f"or point --classifier elsewhere")
     try:
         model = DigitClassifier(ClassifierConfig(**state["config"]))
         model.load_state_dict(state["model"])
-    except (TypeError, RuntimeError) as err:
+    except (TypeError, RuntimeError, KeyError) as err:
         raise CheckpointError(f"{path}: classifier weights do not fit its config ({str(err).splitlines()[0]}); "
                               f"pass --retrain-classifier") from None
     info = {k: v for k, v in state.items() if k not in ("model", "config")}

@@ -109,3 +109,20 @@ def test_compare_wrong_checkpoint_kind_is_one_line_error(tmp_path, tiny_mnist, c
                       "--data-dir", str(tiny_mnist), "--no-download"])
     message = str(exc.value.code)
     assert message.startswith("error:") and "\n" not in message and "autoencoder" in message
+
+
+def test_a_bad_classifier_cache_is_one_line_error_naming_the_fix(tmp_path):
+    from common.checkpoint import CheckpointError, save_checkpoint
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file at all")
+    with pytest.raises(CheckpointError, match=r"garbage.pt is not a checkpoint .*; pass --retrain-classifier"):
+        load_classifier(garbage)
+    model_file = tmp_path / "model.pt"
+    save_checkpoint(model_file, {"kind": "vae", "config": {}, "model": {}})
+    with pytest.raises(CheckpointError, match="not a digit-classifier checkpoint; pass --retrain-classifier"):
+        load_classifier(model_file)
+    no_weights = tmp_path / "no_weights.pt"
+    save_checkpoint(no_weights, {"kind": "classifier", "config": {}})
+    with pytest.raises(CheckpointError, match="classifier weights do not fit its config"):
+        load_classifier(no_weights)

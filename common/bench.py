@@ -24,7 +24,8 @@ from torch import nn
 
 from common.data import iterate_batches
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
-from common.training import LossFn, TrainConfig, evaluate, make_optimizer, positive_int, train_one_epoch
+from common.training import (LossFn, TrainConfig, evaluate, exit_on_error, make_optimizer, positive_int,
+                             train_one_epoch)
 
 REFERENCE_BATCH = 128
 
@@ -121,8 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
-    device = get_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    with exit_on_error():  # an unavailable --device: one line, exit 1
+        device = get_device(args.device)
+        precision = resolve_precision(args.precision, device)
     amp = lambda: autocast(device, precision)  # noqa: E731
     print(f"device: {device} ({describe_machine(device)})")
     print(f"reference: fp32, NCHW, eager, batch {REFERENCE_BATCH}; default path: {precision}, channels_last, "

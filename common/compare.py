@@ -31,7 +31,7 @@ from common.inference import decode_codes, encode_codes, for_inference
 from common.metrics import (class_entropy, confidence_stats, frechet_distance_from_moments, gaussian_moments,
                             iwae_nll, latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
 from common.plotting import uniform_in_box
-from common.training import TrainingError, exit_on_error, non_negative_float, positive_int, write_json
+from common.training import exit_on_error, non_negative_float, positive_int, write_json
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per model
 REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
@@ -167,10 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         ae_state = load_checkpoint(args.ae, kind="ae")
         vae_state = load_checkpoint(args.vae, kind="vae")
-        try:
-            device = get_device(args.device)
-        except ValueError as err:
-            raise TrainingError(str(err)) from None
+        device = get_device(args.device)
         ae, vae = for_inference(model_from_state(ae_state, device)), for_inference(model_from_state(vae_state, device))
         train_cfg = vae_state.get("train", {})
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")

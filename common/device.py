@@ -10,11 +10,15 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+class DeviceError(ValueError):
+    """A device or precision this machine cannot provide (the scripts print it as one line)."""
+
+
 def get_device(name: str = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; an explicit device must be available."""
     base = name.split(":")[0]
     if base not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+        raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -22,9 +26,9 @@ def get_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+        raise DeviceError("device 'cuda' requested but CUDA is not available")
     if base == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' requested but MPS is not available")
+        raise DeviceError("device 'mps' requested but MPS is not available")
     return torch.device(name)
 
 
@@ -41,11 +45,11 @@ def bf16_is_fast(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> 'bf16' where bf16 is fast on this device, else 'fp32'."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise DeviceError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if bf16_is_fast(device) else "fp32"
     if precision == "bf16" and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"bf16 autocast is not supported on {device.type}")
+        raise DeviceError(f"bf16 autocast is not supported on {device.type}")
     return precision
 
 

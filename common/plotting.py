@@ -124,10 +124,7 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
     with exit_on_error():
         ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(ckpt, kind=spec.kind)
-        try:
-            device = get_device(args.device)
-        except ValueError as err:
-            raise TrainingError(str(err)) from None
+        device = get_device(args.device)
         model = for_inference(model_from_state(state, device))
         train_cfg = state.get("train", {})
         train_cfg = train_cfg if isinstance(train_cfg, dict) else {}

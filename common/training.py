@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from common.checkpoint import CheckpointError, check_resumable, load_checkpoint, save_checkpoint, unwrap
 from common.data import DATASETS, DataError, iterate_batches, load_dataset
-from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
+from common.device import DEVICES, PRECISIONS, DeviceError, autocast, get_device, resolve_precision
 from common.nets import ConvNetConfig
 
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
@@ -385,11 +385,8 @@ def run_training(
         raise TrainingError(f"{ckpt_path} already has {saved['epoch']} epochs; pass --epochs N with N > "
                             f"{saved['epoch']} to train further")
 
-    try:
-        device = get_device(tc.device)
-        precision = resolve_precision(tc.precision, device)
-    except ValueError as err:
-        raise TrainingError(str(err)) from None
+    device = get_device(tc.device)
+    precision = resolve_precision(tc.precision, device)
     check_writable(out_dir / "checkpoints")
     train, test = load_dataset(tc.data_dir, tc.dataset, download=tc.download)
 
@@ -488,7 +485,7 @@ def exit_on_error() -> Iterator[None]:
     traceback. Anything else is a bug and keeps its traceback."""
     try:
         yield
-    except (DataError, CheckpointError, TrainingError) as err:
+    except (DataError, CheckpointError, DeviceError, TrainingError) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
         print("interrupted by Ctrl-C", file=sys.stderr)

@@ -112,3 +112,25 @@ def test_reproduce_runs_every_stage_then_skips_trained_models(tmp_path, tiny_mni
     assert "| stage | seconds |" in capsys.readouterr().out
     again = reproduce.main(argv)  # already trained: training is skipped, the rest runs again
     assert not any(stage.startswith("train") for stage in again)
+
+
+@pytest.mark.parametrize("module,argv", [
+    ("common.bench", []),
+    ("vanila_autoencoder.train", ["--epochs", "1"]),
+    ("variational_autoencoder.plot", []),
+    ("common.compare", ["--ae", "ae.pt", "--vae", "vae.pt"]),
+    ("variational_autoencoder.latent_study", ["--latent-dims", "2"]),
+])
+def test_an_unavailable_device_is_one_line_error_in_every_script(module, argv, monkeypatch, tmp_path):
+    import importlib
+
+    from common.checkpoint import save_checkpoint
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    for kind in ("ae", "vae"):  # checkpoints for the scripts that read one before choosing the device
+        save_checkpoint(tmp_path / f"{kind}.pt", {"kind": kind, "config": {}, "model": {}})
+    ckpt = ["--checkpoint", "vae.pt"] if module.endswith("plot") else []
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main([*argv, *ckpt, "--device", "cuda"])
+    assert str(exit_info.value.code) == "error: device 'cuda' requested but CUDA is not available"

@@ -24,7 +24,7 @@ from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
 from common.inference import decode_codes, for_inference
 from common.metrics import iwae_nll, neg_elbo
-from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, train_flags, write_json
+from common.training import TrainConfig, exit_on_error, positive_int, train_flags, write_json
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
@@ -83,10 +83,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
-        try:
-            device = get_device(args.device)
-        except ValueError as err:
-            raise TrainingError(str(err)) from None
+        device = get_device(args.device)
         checkpoints = {d: train_size(d, args.out_dir / f"latent_{d}", args) for d in args.latent_dims}
 
         test = load_split(args.data_dir, args.dataset, "test", download=args.download)

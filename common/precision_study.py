@@ -13,7 +13,7 @@ differences grow over 3,750 optimiser steps into a different trajectory. So a si
 pair mostly measures that chaos; the mean over seeds measures what bf16 itself costs.
 
 Runs go to --out-dir/vae_{precision} (seed 0) and vae_{precision}_seed{S}; a run already trained
-to the requested epochs is reused, one trained part-way is resumed. The table is also written to
+to the requested epochs is reused, one trained part-way is resumed, one trained longer is refused. The table is also written to
 --out-dir/summary.json.
 """
 

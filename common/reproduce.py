@@ -6,7 +6,8 @@ Trains the AE and the VAE with train.py's defaults, draws every plot.py figure f
 the AE-vs-VAE comparison, and prints how long each stage took. Outputs go to --out-dir
 (default: results/): ae/ and vae/ (checkpoints, history.json, figures/) and compare/
 (ae_vs_vae.png, metrics.json). A stage whose model is already trained to the requested epochs
-is skipped, one trained part-way is resumed; --overwrite starts both models afresh.
+is skipped, one trained part-way is resumed, one trained longer is refused (its schedule differs);
+--overwrite starts both models afresh.
 """
 
 from __future__ import annotations

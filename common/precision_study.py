@@ -13,8 +13,8 @@ differences grow over 3,750 optimiser steps into a different trajectory. So a si
 pair mostly measures that chaos; the mean over seeds measures what bf16 itself costs.
 
 Runs go to --out-dir/vae_{precision} (seed 0) and vae_{precision}_seed{S}; a run already trained
-to the requested epochs is reused, one trained part-way is resumed, one trained longer is refused. The table is also written to
---out-dir/summary.json.
+to the requested epochs is reused, one trained part-way is resumed, one trained longer is refused.
+The table is also written to --out-dir/summary.json.
 """
 
 from __future__ import annotations

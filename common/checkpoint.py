@@ -1,7 +1,8 @@
 """Checkpoints: plain types and tensors only, written atomically, read with weights_only=True.
 
 A checkpoint is a dict:
-    kind         "ae" or "vae": which model class to rebuild
+    format_version  FORMAT_VERSION when written; a newer one is refused
+    kind         "ae", "vae", ...: which model class to rebuild (see common/registry.py)
     config       dataclasses.asdict of the model config (rebuilds the model from the file alone)
     model        the unwrapped model's state dict
     optimizer    the optimizer's state dict
@@ -14,10 +15,8 @@ A checkpoint is a dict:
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+from common.codes import for_inference
+from common.errors import CheckpointError
+from common.files import atomic_write
+from common.registry import MODELS, model_classes
 
-# kind -> (module, model class, config class). Imported lazily by name so that common/ never
-# imports the model packages at import time (they import common/, not the other way round).
-MODEL_REGISTRY = {
-    "ae": ("vanila_autoencoder.model", "Autoencoder", "AEConfig"),
-    "vae": ("variational_autoencoder.model", "VAE", "VAEConfig"),
-}
-# kind -> what the messages call it (with its article) and the folder whose scripts handle it
-KIND_NAMES = {"ae": "an autoencoder (vanila_autoencoder)", "vae": "a variational autoencoder (variational_autoencoder)"}
+FORMAT_VERSION = 1  # bump when the layout changes in a way older code cannot read
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 PICKLE_MAGIC = b"\x80"  # first byte of a pickle (protocol >= 2): torch.save's legacy format
 # what a checkpoint needs besides kind/config/model for train.py --resume
 TRAINING_KEYS = ("optimizer", "epoch", "history", "rng")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable, malformed or of the wrong kind. One-line message."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -51,24 +42,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write `state` to a temporary file in the same folder, fsync it, then rename over `path`.
-
-    The rename is atomic on POSIX, so a crash (even SIGKILL) leaves either the old file or the
-    new one, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `state` (plain types and tensors) atomically: a crash leaves the old file or the new one."""
+    return atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
 
 
 def _load_failure(path: Path, head: bytes, err: Exception) -> str:
@@ -112,14 +87,18 @@ def load_checkpoint(
     required = ("kind", "config", "model")
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(required)})")
-    if not isinstance(state["kind"], str) or state["kind"] not in MODEL_REGISTRY:
+    if not isinstance(state["kind"], str) or state["kind"] not in MODELS:
         raise CheckpointError(f"{path} holds an unknown model kind {state['kind']!r}")
+    version = state.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version!r}, newer than this code reads ({FORMAT_VERSION}); "
+                              f"update the project")
     if not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
         raise CheckpointError(f"{path} is malformed: its config and model entries must be dicts")
     if kind is not None and state["kind"] != kind:
-        saved_folder = MODEL_REGISTRY[state["kind"]][0].split(".")[0]
+        saved_folder = MODELS[state["kind"]].module.split(".")[0]
         raise CheckpointError(
-            f"{path} holds {KIND_NAMES[state['kind']]}, not {KIND_NAMES[kind]}: "
+            f"{path} holds {MODELS[state['kind']].description}, not {MODELS[kind].description}: "
             f"use the scripts in {saved_folder}/"
         )
     return state
@@ -133,12 +112,6 @@ def check_resumable(path: str | os.PathLike, state: dict[str, Any]) -> None:
                               f"resumed; start a new run with --overwrite")
     if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["history"], list):
         raise CheckpointError(f"{path} is malformed: bad epoch or history entry")
-
-
-def model_classes(kind: str) -> tuple[type[nn.Module], type]:
-    module_name, model_name, config_name = MODEL_REGISTRY[kind]
-    module = importlib.import_module(module_name)
-    return getattr(module, model_name), getattr(module, config_name)
 
 
 def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
@@ -161,10 +134,18 @@ def model_from_state(state: dict[str, Any], map_location: str | torch.device = "
 def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
 ) -> nn.Module:
-    """Rebuild the model stored at `path` (AE or VAE), with its weights, in eval mode.
+    """Rebuild the model stored at `path` (any registered kind), with its weights, in eval mode.
 
     >>> model = load_model("variational_autoencoder/checkpoints/last.pt")
     >>> mu, logvar = model.encode(x)  # x: (N, 1, 28, 28) in [0, 1]
     """
     state = load_checkpoint(path, map_location=map_location, kind=kind)
     return model_from_state(state, map_location)
+
+
+def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None
+                       ) -> tuple[nn.Module, dict[str, Any]]:
+    """The model at `path` ready for figures and metrics (eval mode, fast memory format on
+    `device`), and the rest of its checkpoint (history, training settings)."""
+    state = load_checkpoint(path, kind=kind)
+    return for_inference(model_from_state(state, device)), state

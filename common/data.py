@@ -17,9 +17,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
+
+from common.errors import DataError
 
 # dataset name -> (torchvision class name, which is also the folder name under <data-dir>)
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -29,11 +32,8 @@ SPLIT_FILES = {
 }
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST images are 28 x 28, one channel
 NUM_CLASSES = 10
+Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # one tensor, or several batched together
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DataError(Exception):
-    """A dataset that cannot be found, downloaded or parsed. The message is one line."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,6 @@ class Split:
 
     def __len__(self) -> int:
         return self.images.shape[0]
-
-    def to(self, device: torch.device | str) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -166,19 +163,23 @@ def load_dataset(
     )
 
 
-def iterate_batches(
-    x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[torch.Tensor]:
-    """Yield batches of ``x`` (already on the training device); shuffled when a generator is given.
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator that shuffles epoch `epoch` of a run seeded `seed`: it depends on nothing
+    else, so a resumed run sees exactly the batches of an uninterrupted one."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
-    The permutation is drawn on the CPU from ``generator`` so that the order depends only on the
+
+def iterate_batches(data: Tensors, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensors]:
+    """Yield batches of `data` (a tensor, or a tuple of tensors of equal length such as
+    (images, labels), already on the device); shuffled when a generator is given.
+
+    The permutation is drawn on the CPU from `generator` so that the order depends only on the
     seed, not on the device; the last, smaller batch is kept.
     """
-    n = x.shape[0]
-    if generator is None:
-        for start in range(0, n, batch_size):
-            yield x[start: start + batch_size]
-        return
-    order = torch.randperm(n, generator=generator).to(x.device)
+    tensors = data if isinstance(data, tuple) else (data,)
+    n = tensors[0].shape[0]
+    order = None if generator is None else torch.randperm(n, generator=generator).to(tensors[0].device)
     for start in range(0, n, batch_size):
-        yield x[order[start: start + batch_size]]
+        index = slice(start, start + batch_size) if order is None else order[start: start + batch_size]
+        batch = tuple(t[index] for t in tensors)
+        yield batch if isinstance(data, tuple) else batch[0]

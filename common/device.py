@@ -6,12 +6,10 @@ import contextlib
 
 import torch
 
+from common.errors import DeviceError
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class DeviceError(ValueError):
-    """A device or precision this machine cannot provide (the scripts print it as one line)."""
 
 
 def get_device(name: str = "auto") -> torch.device:

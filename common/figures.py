@@ -1,5 +1,9 @@
-"""Figures. Each function takes arrays and a path, creates the folder, saves a PNG, closes the
-figure and returns the path; none of them runs a model (see common/inference.py for that)."""
+"""Drawing arrays into PNG files: each function takes arrays and a path, saves and returns the path.
+
+None of them runs a model (common/codes.py and common/plotter.py compute the arrays). They build
+`matplotlib.figure.Figure` objects directly and never touch pyplot's global state or backend, so
+importing this module inside a notebook changes nothing there.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
 DPI = 100
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # a standalone Figure renders PNG with Agg
     return path
 
 
@@ -44,7 +45,8 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
                          title: str = "") -> Path:
     """Originals on the top row, their reconstructions underneath."""
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(1.0 * n, 2.3))
+    fig = Figure(figsize=(1.0 * n, 2.3))
+    axes = fig.subplots(2, n)
     for i in range(n):
         for row, imgs in enumerate((originals, reconstructions)):
             ax = axes[row, i]
@@ -58,13 +60,13 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     return _save(fig, path)
 
 
-def _prior_circles(ax: plt.Axes) -> None:
+def _prior_circles(ax: Axes) -> None:
     """N(0, I) in 2-D: the 1-sigma and 2-sigma circles (radius 1 and 2)."""
     for r, style in ((1, "-"), (2, "--")):
         ax.add_patch(Circle((0, 0), r, fill=False, color="k", ls=style, lw=1.2, label=f"N(0, I) {r}σ"))
 
 
-def scatter_latent(ax: plt.Axes, codes: np.ndarray, labels: np.ndarray, title: str, prior_circles: bool = False):
+def scatter_latent(ax: Axes, codes: np.ndarray, labels: np.ndarray, title: str, prior_circles: bool = False):
     points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.6)
     if prior_circles:
         _prior_circles(ax)
@@ -81,7 +83,8 @@ def scatter_latent(ax: plt.Axes, codes: np.ndarray, labels: np.ndarray, title: s
 def plot_latent_space(codes: np.ndarray, labels: np.ndarray, path: str | os.PathLike, title: str = "",
                       prior_circles: bool = False) -> Path:
     """Test-set codes coloured by digit (the first two dimensions if latent_dim > 2)."""
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     points = scatter_latent(ax, codes, labels, title, prior_circles)
     bar = fig.colorbar(points, ax=ax, ticks=range(10))
     bar.set_label("digit")
@@ -92,7 +95,8 @@ def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLik
                      terms: Sequence[str] = ("loss",), title: str = "") -> Path:
     """Train and test value of each term per epoch, one panel per term."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, len(terms), figsize=(4.5 * len(terms), 3.5), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(terms), 3.5))
+    axes = fig.subplots(1, len(terms), squeeze=False)
     for ax, term in zip(axes[0], terms):
         for split, style in (("train", "o-"), ("test", "s--")):
             key = f"{split}_{term}"
@@ -110,7 +114,8 @@ def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLik
 
 
 def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.PathLike, title: str = "") -> Path:
-    fig, ax = plt.subplots(figsize=(cols * 0.45 + 0.4, rows * 0.45 + 0.6))
+    fig = Figure(figsize=(cols * 0.45 + 0.4, rows * 0.45 + 0.6))
+    ax = fig.subplots()
     ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -122,8 +127,8 @@ def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.Pat
 def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols: int,
                       path: str | os.PathLike, title: str = "") -> Path:
     """Several image grids side by side, each with its own title."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (cols * 0.45 + 0.4), rows * 0.45 + 0.9),
-                             squeeze=False)
+    fig = Figure(figsize=(len(panels) * (cols * 0.45 + 0.4), rows * 0.45 + 0.9))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, images) in zip(axes[0], panels):
         ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
@@ -139,7 +144,8 @@ def plot_ae_vs_vae(ae_samples: np.ndarray, vae_samples: np.ndarray, ae_codes: np
                    titles: tuple[str, str] = ("AE", "VAE")) -> Path:
     """Top: grid x grid decoded prior samples of each model. Bottom: each model's test codes
     (first two dimensions) with the N(0, I) 1σ and 2σ circles."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 11.5))
+    fig = Figure(figsize=(11, 11.5))
+    axes = fig.subplots(2, 2)
     for col, (name, samples, codes) in enumerate(zip(titles, (ae_samples, vae_samples), (ae_codes, vae_codes))):
         ax = axes[0, col]
         ax.imshow(tile(samples[: grid * grid], grid, grid), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
@@ -154,7 +160,8 @@ def plot_ae_vs_vae(ae_samples: np.ndarray, vae_samples: np.ndarray, ae_codes: np
 def plot_latent_study(latent_dims: Sequence[int], curves: dict[str, Sequence[float]], path: str | os.PathLike,
                       title: str = "") -> Path:
     """Each named curve (nats/image) against latent size, on a log-2 x axis."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for (name, values), marker in zip(curves.items(), "osd^v"):
         ax.plot(latent_dims, values, marker + "-", label=name)
     ax.set_xscale("log", base=2)

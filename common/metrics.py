@@ -1,5 +1,6 @@
-"""Numbers that compare generative models: pure functions of arrays, plus two likelihood estimates
-that run a VAE-like model (anything with `encode(x) -> (mu, logvar)` and `decode_logits(z)`).
+"""Numbers that compare generative models: pure functions of arrays, plus estimates that run a model
+(reconstruction: any model with `code(x)` and `decode_logits(z)`; likelihood: a VAE-like model
+with `encode(x) -> (mu, logvar)`).
 
     frechet_distance(a, b)        Fréchet distance between Gaussians fitted to two feature sets
     class_entropy(labels)         entropy of the predicted-class histogram, normalised to [0, 1]
@@ -21,12 +22,10 @@ from typing import NamedTuple
 import numpy as np
 import scipy.stats
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common.data import iterate_batches
-from common.inference import code_of
-from common.losses import gaussian_kl
+from common.losses import bernoulli_log_likelihood, elbo_terms, mean_squared_error, reparameterize
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -138,26 +137,21 @@ def _device(model: nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def reconstruction_metrics(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Decode each image's code (AE z, VAE mu): BCE summed over pixels (nats/image) and MSE per pixel."""
+    """Decode each image's point code (AE z, VAE mu): BCE summed over pixels (nats/image) and MSE per pixel."""
     model.eval()
     device = _device(model)
     bce = mse = 0.0
     for batch in iterate_batches(x, batch_size):
         batch = batch.to(device)
-        logits = model.decode_logits(code_of(model.encode(batch))).float()
-        bce += F.binary_cross_entropy_with_logits(logits, batch, reduction="sum").item()
-        mse += (torch.sigmoid(logits) - batch).pow(2).sum().item()
+        logits = model.decode_logits(model.code(batch)).float()
+        bce -= bernoulli_log_likelihood(logits, batch).sum().item()
+        mse += mean_squared_error(logits, batch).item() * batch.numel()
     return {"bce": bce / len(x), "mse": mse / x.numel()}
 
 
-def bernoulli_log_likelihood(decode_logits: Callable[[torch.Tensor], torch.Tensor]) -> LogLikelihood:
+def decoder_log_likelihood(decode_logits: Callable[[torch.Tensor], torch.Tensor]) -> LogLikelihood:
     """log p(x | z) for independent Bernoulli pixels with logits decode_logits(z), per image."""
-
-    def log_likelihood(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        logits = decode_logits(z).float()
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-
-    return log_likelihood
+    return lambda x, z: bernoulli_log_likelihood(decode_logits(z), x)
 
 
 @torch.inference_mode()
@@ -167,15 +161,14 @@ def neg_elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, seed: in
     model.eval()
     device = _device(model)
     gen = torch.Generator(device=device).manual_seed(seed)
-    log_lik = bernoulli_log_likelihood(model.decode_logits)
-    recon = kl = 0.0
+    sums = {"neg_elbo": 0.0, "recon": 0.0, "kl": 0.0}
     for batch in iterate_batches(x, batch_size):
         batch = batch.to(device)
         mu, logvar = (t.float() for t in model.encode(batch))
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, device=device)
-        recon -= log_lik(batch, z).sum().item()
-        kl += gaussian_kl(mu, logvar).item() * len(batch)  # per-image mean -> batch sum
-    return {"neg_elbo": (recon + kl) / len(x), "recon": recon / len(x), "kl": kl / len(x)}
+        terms = elbo_terms(model.decode_logits(reparameterize(mu, logvar, gen)), batch, mu, logvar)
+        for name, key in (("neg_elbo", "neg_elbo"), ("recon", "bce"), ("kl", "kl")):
+            sums[name] += terms[key].item() * len(batch)  # per-image mean -> batch sum
+    return {name: value / len(x) for name, value in sums.items()}
 
 
 class ImportanceEstimate(NamedTuple):
@@ -242,7 +235,7 @@ def iwae_nll(
     model.eval()
     device = _device(model)
     gen = torch.Generator(device=device).manual_seed(seed)
-    log_lik = bernoulli_log_likelihood(model.decode_logits)
+    log_lik = decoder_log_likelihood(model.decode_logits)
     log_px, elbo = [], []
     # full float32 on GPUs too: cuDNN's default TF32 convolutions shift log p(x|z) measurably
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):

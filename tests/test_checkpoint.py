@@ -81,18 +81,3 @@ def test_save_replaces_atomically_and_leaves_no_temporary_files(tmp_path):
     save_checkpoint(path, {"kind": "ae", "config": {}, "model": {}, "epoch": 2})
     assert torch.load(path, weights_only=True)["epoch"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
-
-
-def test_train_flags_start_finish_skip_or_refuse_a_run(tmp_path):
-    from common.training import TrainingError, train_flags
-
-    ckpt = tmp_path / "checkpoints" / "last.pt"
-    assert train_flags(ckpt, 3, "vae") == []  # nothing there: start
-    assert train_flags(ckpt, 3, "vae", overwrite=True) == ["--overwrite"]
-    save_checkpoint(ckpt, {"kind": "vae", "config": {}, "model": {}, "epoch": 2})
-    assert train_flags(ckpt, 3, "vae") == ["--resume"]  # 2 of 3 epochs: finish it
-    assert train_flags(ckpt, 2, "vae") is None  # done
-    with pytest.raises(TrainingError, match="has 2 epochs, more than --epochs 1"):
-        train_flags(ckpt, 1, "vae")
-    with pytest.raises(CheckpointError, match="not an autoencoder"):
-        train_flags(ckpt, 2, "ae")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from variational_autoencoder import latent_study
+from experiments import latent_study
 
 
 def test_latent_study_end_to_end(tmp_path, tiny_mnist, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.metrics import (bernoulli_log_likelihood, class_entropy, confidence_stats, frechet_distance,
+from common.metrics import (decoder_log_likelihood, class_entropy, confidence_stats, frechet_distance,
                             frechet_distance_from_moments, histogram_entropy, importance_weighted_bound, iwae_nll,
                             latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
 from variational_autoencoder.model import VAE, VAEConfig
@@ -108,7 +108,8 @@ def test_latent_geometry_by_hand():
 
 
 class ConstantModel(nn.Module):
-    """encode -> zeros (AE-like tensor or VAE-like tuple), decode_logits -> zeros (p = 0.5 everywhere)."""
+    """encode -> zeros (AE-like tensor or VAE-like tuple), code -> zeros, decode_logits -> zeros
+    (p = 0.5 everywhere)."""
 
     def __init__(self, vae_like: bool):
         super().__init__()
@@ -118,6 +119,10 @@ class ConstantModel(nn.Module):
     def encode(self, x):
         z = torch.zeros(x.shape[0], 2)
         return (z, torch.zeros_like(z)) if self.vae_like else z
+
+    def code(self, x):
+        encoded = self.encode(x)
+        return encoded[0] if self.vae_like else encoded
 
     def decode_logits(self, z):
         return torch.zeros(z.shape[0], 1, 28, 28) + 0 * self.dummy
@@ -131,8 +136,8 @@ def test_reconstruction_metrics_by_hand(vae_like):
     assert metrics["mse"] == pytest.approx(0.25)  # (0.5 - 1)^2
 
 
-def test_bernoulli_log_likelihood_by_hand():
-    log_lik = bernoulli_log_likelihood(lambda z: torch.zeros(z.shape[0], 1, 28, 28))
+def test_decoder_log_likelihood_by_hand():
+    log_lik = decoder_log_likelihood(lambda z: torch.zeros(z.shape[0], 1, 28, 28))
     x = torch.rand(3, 1, 28, 28)
     assert torch.allclose(log_lik(x, torch.zeros(3, 2)), torch.full((3,), -784 * math.log(2)))
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from common import precision_study as study
+from experiments import precision_study as study
 
 
 def test_paired_summary_by_hand():
@@ -16,15 +16,20 @@ def test_paired_summary_by_hand():
     assert s["mean"] == pytest.approx(0.2)
     assert s["sd"] == pytest.approx(0.3)
     assert s["se"] == pytest.approx(0.3 / math.sqrt(3))
-    assert s["ci95_low"] == pytest.approx(0.2 - 4.303 * 0.3 / math.sqrt(3))
-    assert s["ci95_high"] == pytest.approx(0.2 + 4.303 * 0.3 / math.sqrt(3))
+    # the printed table's 4.303 is rounded to 3 decimals
+    assert s["ci95_low"] == pytest.approx(0.2 - 4.303 * 0.3 / math.sqrt(3), abs=1e-3 * s["se"])
+    assert s["ci95_high"] == pytest.approx(0.2 + 4.303 * 0.3 / math.sqrt(3), abs=1e-3 * s["se"])
     assert study.paired_summary([0.7]) == {"n": 1, "mean": 0.7}
 
 
-def test_t_quantiles_match_the_normal_limit():
-    # the table must decrease towards the normal quantile 1.96 (a typo would break the order)
-    assert all(a > b for a, b in zip(study.T975, study.T975[1:]))
-    assert 1.96 < study.T975[-1] < 2.05
+def test_t_quantiles_match_the_printed_tables():
+    # two-sided 95 % t quantiles from the standard printed tables, and the normal limit
+    for df, t in ((1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042)):
+        diffs = [0.0, 2.0] + [1.0] * (df - 1)  # n = df + 1 values with mean 1
+        s = study.paired_summary(diffs)
+        assert (s["ci95_high"] - s["mean"]) / s["se"] == pytest.approx(t, abs=1e-3)
+    wide = study.paired_summary([0.0, 2.0] * 500)
+    assert (wide["ci95_high"] - wide["mean"]) / wide["se"] == pytest.approx(1.962, abs=1e-3)  # 999 df, near 1.96
 
 
 def test_study_trains_pairs_reports_differences_and_reuses_runs(tmp_path, tiny_mnist, capsys):

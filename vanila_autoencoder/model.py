@@ -12,15 +12,17 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from common.losses import RECON_LOSSES, reconstruction_loss
-from common.nets import ConvDecoder, ConvEncoder, ConvNetConfig
+from common.conv import ConvDecoder, ConvEncoder, ConvNetConfig
+from common.losses import RECON_LOSSES, bernoulli_nll, reconstruction_loss
+from common.options import option
 
 
 @dataclass
 class AEConfig(ConvNetConfig):
     """Architecture fields (see ConvNetConfig) plus the training objective."""
 
-    loss: str = "bce"  # reconstruction loss: "bce" (Bernoulli, nats/image) or "mse" (the original)
+    loss: str = option("bce", "reconstruction loss: bce = Bernoulli, nats/image; mse = the original's",
+                       choices=RECON_LOSSES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -34,8 +36,6 @@ class AEOutput(NamedTuple):
 
 
 class Autoencoder(nn.Module):
-    kind = "ae"  # recorded in checkpoints so load_model can rebuild the right class
-
     def __init__(self, config: AEConfig):
         super().__init__()
         self.config = config
@@ -47,6 +47,10 @@ class Autoencoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, H, W) in [0, 1] -> z (N, latent_dim)."""
         return self.fc_z(self.encoder(x))
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The point code of each image, for plots and metrics: z itself."""
+        return self.encode(x)
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -61,6 +65,10 @@ class Autoencoder(nn.Module):
 
 
 def ae_loss(logits: torch.Tensor, x: torch.Tensor, loss: str = "bce") -> dict[str, torch.Tensor]:
-    """The AE objective is the reconstruction term alone."""
+    """The AE objective is the reconstruction term alone. With --loss mse the Bernoulli NLL is
+    reported too ("bce", not minimised), so it can be compared with other runs in nats."""
     recon = reconstruction_loss(logits, x, loss)
-    return {"loss": recon, "recon": recon}
+    terms = {"loss": recon, "recon": recon}
+    if loss != "bce":
+        terms["bce"] = bernoulli_nll(logits.detach(), x)
+    return terms

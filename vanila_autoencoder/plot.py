@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.plotting import PlotSpec, code_range_axes, plot_main, uniform_in_box
+from common.codes import uniform_in_box
+from common.plotter import PlotSpec, code_range_axes, plot_main
 
 HERE = Path(__file__).resolve().parent
 SPEC = PlotSpec(
     kind="ae",
     name="AE",
+    code_name="z",
     loss_terms=("loss",),
     prior_circles=False,
     manifold_axes=code_range_axes,
+    manifold_label="the test codes' range",
     extra_samplers=(("z uniform in the test codes' box", uniform_in_box),),
 )
 

@@ -12,17 +12,20 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from common.losses import RECON_LOSSES, gaussian_kl, reconstruction_loss
-from common.nets import ConvDecoder, ConvEncoder, ConvNetConfig
+from common.conv import ConvDecoder, ConvEncoder, ConvNetConfig
+from common.losses import RECON_LOSSES, elbo_terms, reconstruction_loss, reparameterize
+from common.options import non_negative_float, option, positive_float
 
 
 @dataclass
 class VAEConfig(ConvNetConfig):
     """Architecture fields (see ConvNetConfig) plus the training objective."""
 
-    loss: str = "bce"  # reconstruction loss: "bce" (Bernoulli, nats/image) or "mse" (the original)
-    recon_weight: float = 1.0  # multiplies the reconstruction term (the original: 1000 with mse)
-    beta: float = 1.0  # multiplies the KL term; 1 gives the ELBO
+    loss: str = option("bce", "reconstruction loss: bce = Bernoulli, nats/image; mse = the original's",
+                       choices=RECON_LOSSES)
+    recon_weight: float = option(1.0, "weight of the reconstruction term (the original: 1000 with --loss mse)",
+                                 parse=positive_float)
+    beta: float = option(1.0, "weight of the KL term; 1 gives the ELBO", parse=non_negative_float)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,15 +44,7 @@ class VAEOutput(NamedTuple):
     z: torch.Tensor  # (N, latent_dim) one sample from q(z|x)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I): the noise is an input, so gradients reach mu and logvar."""
-    eps = torch.randn_like(mu)
-    return mu + torch.exp(0.5 * logvar) * eps
-
-
 class VAE(nn.Module):
-    kind = "vae"  # recorded in checkpoints so load_model can rebuild the right class
-
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
@@ -63,6 +58,10 @@ class VAE(nn.Module):
         """x (N, C, H, W) in [0, 1] -> (mu, logvar), each (N, latent_dim)."""
         h = self.encoder(x)
         return self.fc_mu(h), self.fc_logvar(h)
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The point code of each image, for plots and metrics: the posterior mean mu."""
+        return self.encode(x)[0]
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -86,7 +85,12 @@ def vae_loss(
     recon_weight: float = 1.0,
     beta: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """recon_weight * reconstruction + beta * KL; with the defaults this is -ELBO in nats/image."""
-    recon = reconstruction_loss(logits, x, loss)
-    kl = gaussian_kl(mu, logvar)
-    return {"loss": recon_weight * recon + beta * kl, "recon": recon, "kl": kl}
+    """recon_weight * reconstruction + beta * KL; with the defaults this is -ELBO in nats/image.
+
+    "neg_elbo" is always the Bernoulli -ELBO (beta = 1), whatever the training objective, so runs
+    with different objectives can be compared; it is reported, not minimised.
+    """
+    elbo = elbo_terms(logits, x, mu, logvar)
+    recon = elbo["bce"] if loss == "bce" else reconstruction_loss(logits, x, loss)
+    kl = elbo["kl"]
+    return {"loss": recon_weight * recon + beta * kl, "recon": recon, "kl": kl, "neg_elbo": elbo["neg_elbo"].detach()}

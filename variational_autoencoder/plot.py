@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.plotting import PlotSpec, normal_quantile_axes, plot_main
+from common.plotter import PlotSpec, normal_quantile_axes, plot_main
 
 HERE = Path(__file__).resolve().parent
 SPEC = PlotSpec(
     kind="vae",
     name="VAE",
+    code_name="μ",
     loss_terms=("neg_elbo", "recon", "kl"),
     prior_circles=True,
     manifold_axes=normal_quantile_axes,
+    manifold_label="N(0,1) quantiles 0.05..0.95",
 )
 
 

@@ -1,7 +1,7 @@
 """Latent-size study: train the VAE at several latent sizes with the same settings, then measure
 test -ELBO and the IWAE estimate of -log p(x) for each (cf. Kingma & Welling 2014, Fig. 2).
 
-    python variational_autoencoder/latent_study.py --data-dir ../shared/data --out-dir latent_study \
+    python -m experiments.latent_study --data-dir ../shared/data --out-dir latent_study \
         --latent-dims 2 5 10 20 --epochs 6 --device cuda
 
 Each size trains into <out-dir>/latent_<d>/ through train.py; a size whose checkpoint already has
@@ -19,12 +19,16 @@ from typing import Any
 import torch
 
 from common import figures
-from common.checkpoint import load_checkpoint, model_from_state
+from common.checkpoint import load_for_inference
+from common.codes import decode_codes
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
-from common.inference import decode_codes, for_inference
+from common.errors import exit_on_error
+from common.files import write_json
 from common.metrics import iwae_nll, neg_elbo
-from common.training import TrainConfig, exit_on_error, positive_int, train_flags, write_json
+from common.options import positive_int
+from common.trainer import TrainConfig
+from experiments.runs import train_flags
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
@@ -90,8 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         x_iwae = test.images[: args.iwae_images]
         rows, panels = [], []
         for d, ckpt in checkpoints.items():
-            state = load_checkpoint(ckpt, kind="vae")
-            model = for_inference(model_from_state(state, device))
+            model, state = load_for_inference(ckpt, device, kind="vae")
             print(f"latent {d}: test -ELBO and IWAE (k={args.iwae_k}, {len(x_iwae)} images) ...", flush=True)
             terms = neg_elbo(model, test.images, EVAL_BATCH, seed=args.seed)
             iwae = iwae_nll(model, x_iwae, args.iwae_k, seed=args.seed)

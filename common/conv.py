@@ -13,17 +13,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from common.options import int_tuple, option, positive_int
+
 
 @dataclass
 class ConvNetConfig:
     """Architecture shared by the AE and the VAE. Every size in the networks derives from this."""
 
-    latent_dim: int = 2  # size of the code z
-    image_channels: int = 1  # 1 for MNIST
-    image_size: int = 28  # height = width of the input
-    filters: tuple[int, ...] = (32, 64, 64, 64)  # output channels of each encoder conv
-    kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)  # odd, so "same" padding is symmetric
-    strides: tuple[int, ...] = (1, 2, 2, 1)  # 2 halves the feature map
+    latent_dim: int = option(2, "size of the code z", parse=positive_int)
+    image_channels: int = 1  # 1 for MNIST (not a flag: it follows from the data)
+    image_size: int = 28  # height = width of the input (not a flag: it follows from the data)
+    filters: tuple[int, ...] = option((32, 64, 64, 64), "encoder conv channels", parse=int_tuple)
+    kernel_sizes: tuple[int, ...] = option((3, 3, 3, 3), "encoder conv kernels, odd so that \"same\" padding is "
+                                                         "symmetric", parse=int_tuple)
+    strides: tuple[int, ...] = option((1, 2, 2, 1), "encoder conv strides; 2 halves the feature map",
+                                      parse=int_tuple)
 
     def __post_init__(self) -> None:
         self.filters = tuple(int(v) for v in self.filters)

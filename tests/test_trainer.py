@@ -1,4 +1,4 @@
-"""Hard to break (issue 5): every bad input is refused with one line, exit status != 0, no traceback
+"""Hard to break: train.py and plot.py refuse every bad input with one line, exit status != 0, no traceback
 and no earlier file touched; Ctrl-C, SIGTERM and SIGKILL leave a checkpoint that --resume continues
 exactly as if the run had never stopped; every checkpoint loads with weights_only=True.
 
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from common import training
+from common import trainer
 from common.checkpoint import save_checkpoint
 from common.data import DataError, load_split
 from conftest import write_idx, write_mnist
@@ -468,7 +468,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(tmp_path, tiny_
             os.kill(os.getpid(), signal.SIGINT)  # lands while the loop runs, as Ctrl-C would
         return written
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_interrupt)
     with pytest.raises(SystemExit) as stopped:
         train.main([*args, "--out-dir", str(tmp_path / "b")])
     assert stopped.value.code == 128 + signal.SIGINT
@@ -489,26 +489,21 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_run(tmp_path, tiny_
 # NaN: stop with the epoch and step, keep the last good checkpoint
 
 
-def poisoned(make_loss_fn: Callable, bad_step: int | None, in_eval: bool = False) -> Callable:
-    """make_loss_fn whose loss is NaN at training step `bad_step` (counted from 1 over the run) or,
+def poisoned(loss_fn: Callable, bad_step: int | None, in_eval: bool = False) -> Callable:
+    """loss_fn whose loss is NaN at training step `bad_step` (counted from 1 over the run) or,
     with in_eval, whenever the model is evaluated."""
     steps = {"train": 0}
 
-    def make(config):
-        loss_fn = make_loss_fn(config)
+    def nan_loss_fn(model, batch):
+        terms = loss_fn(model, batch)
+        if model.training:
+            steps["train"] += 1
+            bad = steps["train"] == bad_step
+        else:
+            bad = in_eval
+        return {**terms, "loss": terms["loss"] * float("nan")} if bad else terms
 
-        def nan_loss_fn(model, x):
-            terms = loss_fn(model, x)
-            if model.training:
-                steps["train"] += 1
-                bad = steps["train"] == bad_step
-            else:
-                bad = in_eval
-            return {**terms, "loss": terms["loss"] * float("nan")} if bad else terms
-
-        return nan_loss_fn
-
-    return make
+    return nan_loss_fn
 
 
 @pytest.mark.parametrize("in_eval,expect", [
@@ -521,7 +516,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     args = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), *FAST, *SMALL]
     ae_train.main(args)
     before = snapshot(out)
-    monkeypatch.setattr(ae_train, "make_loss_fn", poisoned(ae_train.make_loss_fn, None if in_eval else 2, in_eval))
+    monkeypatch.setattr(ae_train, "loss_fn", poisoned(ae_train.loss_fn, None if in_eval else 2, in_eval))
     with pytest.raises(SystemExit) as stopped:
         ae_train.main([*args, "--resume", "--epochs", "3"])
     message = str(stopped.value.code)

@@ -1,6 +1,6 @@
 """Does bf16 training cost the VAE any quality? Paired runs over several seeds.
 
-    python -m common.precision_study --data-dir ../shared/data --seeds 0 1 2 3 4 5
+    python -m experiments.precision_study --data-dir ../shared/data --seeds 0 1 2 3 4 5
 
 For each seed, trains the VAE with train.py's defaults twice, once with `--precision bf16` and
 once with `--precision fp32` (same seed, same data order, same everything else), then prints each
@@ -24,21 +24,18 @@ import json
 import math
 import os
 import statistics
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import scipy.stats
+
 from common.device import DEVICES
-from common.reproduce import run_relayed, single_thread_env
-from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, train_flags, write_json
+from common.errors import TrainingError, exit_on_error
+from common.files import write_json
+from common.options import positive_int
+from common.trainer import TrainConfig
+from experiments.runs import run_in_parallel, train_command, train_flags
 
 PRECISIONS = ("bf16", "fp32")
-
-# Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (beyond 30: 1.96 is
-# within 2 %). From the standard tables; math has no inverse t distribution.
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042)
 
 
 def run_dir(out_dir: Path, precision: str, seed: int) -> Path:
@@ -54,7 +51,7 @@ def paired_summary(diffs: list[float]) -> dict[str, float]:
         return {"n": n, "mean": mean}
     sd = statistics.stdev(diffs)
     se = sd / math.sqrt(n)
-    t = T975[n - 2] if n - 1 <= len(T975) else 1.96
+    t = float(scipy.stats.t.ppf(0.975, n - 1))
     return {"n": n, "mean": mean, "sd": sd, "se": se, "ci95_low": mean - t * se, "ci95_high": mean + t * se}
 
 
@@ -103,18 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
                 if flags is None:
                     print(f"{out}: already trained, reused", flush=True)
                     continue
-                cmd = [sys.executable, "-m", "variational_autoencoder.train", "--data-dir", str(args.data_dir),
-                       "--device", args.device, "--precision", precision, "--seed", str(seed),
-                       "--epochs", str(args.epochs), "--out-dir", str(out), *flags]
+                cmd = train_command("vae", ["--data-dir", str(args.data_dir), "--device", args.device,
+                                            "--precision", precision, "--seed", str(seed),
+                                            "--epochs", str(args.epochs), "--out-dir", str(out), *flags])
                 if not args.download:
                     cmd.append("--no-download")
                 todo.append((f"{precision} seed {seed}", cmd))
-        env = single_thread_env(jobs) if args.device in ("auto", "cpu") else {**os.environ}
-        with ThreadPoolExecutor(jobs) as pool:
-            status = [(name, pool.submit(run_relayed, name, cmd, env)) for name, cmd in todo]
-        failed = [f"{name} (exit {s.result()})" for name, s in status if s.result() != 0]
-        if failed:
-            raise TrainingError(f"training failed: {', '.join(failed)}; see its output above")
+        run_in_parallel(todo, jobs, share_cores=args.device in ("auto", "cpu"))
 
         rows = []
         for seed in args.seeds:

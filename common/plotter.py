@@ -1,7 +1,9 @@
-"""What both plot.py scripts do: load a checkpoint and the test set, run the model, draw.
+"""What every plot.py does: load a checkpoint and the test set, compute each figure's arrays, draw.
 
-Model-specific choices (the KL panel, prior circles, how to draw random codes) come in through
-`PlotSpec`, so the two plot.py files differ only in those.
+`make_figures` runs the model (through common/codes.py) and hands arrays to common/figures.py,
+which draws them. Model-specific choices (which loss terms, prior circles, how to draw random
+codes, what the code is called) come in through `PlotSpec`, so this file never asks which model
+it has and the plot.py files differ only in their spec.
 """
 
 from __future__ import annotations
@@ -15,26 +17,32 @@ import torch
 from torch import nn
 
 from common import figures
-from common.checkpoint import load_checkpoint, model_from_state
+from common.checkpoint import load_for_inference
+from common.codes import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
-from common.inference import decode_codes, encode_codes, for_inference, grid_codes, interpolate, reconstruct
-from common.training import TrainingError, check_writable, exit_on_error, positive_int
+from common.errors import ProjectError, exit_on_error
+from common.files import check_writable
+from common.options import positive_int
 
 GRID = 10  # samples.png is GRID x GRID
 MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
 
 
+Sampler = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # (codes, n, generator) -> (n, d)
+AxesFn = Callable[[torch.Tensor, int], torch.Tensor]  # (codes, n) -> values along z0 and z1, shape (2, n)
+
+
 @dataclass(frozen=True)
 class PlotSpec:
-    kind: str  # "ae" or "vae"
+    kind: str  # registry kind of the checkpoints this plot.py reads
     name: str  # for titles
+    code_name: str  # what the point code is called in titles: "z", "μ"
     loss_terms: tuple[str, ...]  # panels of loss_curves.png
     prior_circles: bool  # draw N(0, I) circles on the latent scatter
-    # (codes of the test set, latent_dim) -> values along z0 and z1 for manifold.png, shape (2, MANIFOLD)
-    manifold_axes: Callable[[torch.Tensor, int], torch.Tensor]
-    # extra sample panels besides N(0, I): (codes, number, generator) -> (number, latent_dim)
-    extra_samplers: tuple[tuple[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]], ...] = ()
+    manifold_axes: AxesFn  # where manifold.png's grid lies
+    manifold_label: str  # how its title describes that grid
+    extra_samplers: tuple[tuple[str, Sampler], ...] = ()  # sample panels besides N(0, I)
 
 
 def normal_quantile_axes(codes: torch.Tensor, n: int) -> torch.Tensor:
@@ -47,12 +55,6 @@ def code_range_axes(codes: torch.Tensor, n: int) -> torch.Tensor:
     """From the smallest to the largest test code along each of the first two dimensions."""
     lo, hi = codes[:, :2].min(0).values, codes[:, :2].max(0).values
     return torch.stack([torch.linspace(float(lo[i]), float(hi[i]), n) for i in range(2)])
-
-
-def uniform_in_box(codes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform over the bounding box of the test codes: the fairest random draw for an AE."""
-    lo, hi = codes.min(0).values, codes.max(0).values
-    return lo + (hi - lo) * torch.rand(n, codes.shape[1], generator=generator)
 
 
 def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> None:
@@ -81,12 +83,11 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
         test_x[pick].numpy(), reconstruct(model, test_x[pick]).numpy(), out_dir / "reconstructions.png",
         title=f"{spec.name}: test digits (top) and reconstructions (bottom)"))
 
-    codes = encode_codes(model, test_x)  # (N, d): z for the AE, mu for the VAE
+    codes = encode_codes(model, test_x)  # (N, d): each image's point code
     codes2 = codes if d >= 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
-    what = "μ" if spec.kind == "vae" else "z"
     dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
     written.append(figures.plot_latent_space(codes2[:, :2].numpy(), test_y.numpy(), out_dir / "latent_space.png",
-                                             title=f"{spec.name}: test-set {what}{dims}",
+                                             title=f"{spec.name}: test-set {spec.code_name}{dims}",
                                              prior_circles=spec.prior_circles))
 
     terms = tuple(t for t in spec.loss_terms if history and f"test_{t}" in history[0])
@@ -104,9 +105,9 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
         axes = spec.manifold_axes(codes, MANIFOLD)
         grid = decode_codes(model, grid_codes(axes, d)).numpy()
         rest = "" if d == 2 else f"; z[2:{d}] = 0"
-        how = "N(0,1) quantiles 0.05..0.95" if spec.kind == "vae" else "the test codes' range"
-        written.append(figures.plot_image_grid(grid, MANIFOLD, MANIFOLD, out_dir / "manifold.png",
-                                               title=f"{spec.name}: decoded grid over z[0], z[1] at {how}{rest}"))
+        written.append(figures.plot_image_grid(
+            grid, MANIFOLD, MANIFOLD, out_dir / "manifold.png",
+            title=f"{spec.name}: decoded grid over z[0], z[1] at {spec.manifold_label}{rest}"))
 
     pairs, steps = 8, 10
     ends = torch.randperm(len(test_x), generator=gen)[: 2 * pairs]
@@ -123,15 +124,13 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
     args = parser.parse_args(argv)
     with exit_on_error():
         ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
-        state = load_checkpoint(ckpt, kind=spec.kind)
-        device = get_device(args.device)
-        model = for_inference(model_from_state(state, device))
+        model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
         train_cfg = state.get("train", {})
         train_cfg = train_cfg if isinstance(train_cfg, dict) else {}
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")
         dataset = args.dataset or train_cfg.get("dataset", "mnist")
         if dataset not in DATASETS:
-            raise TrainingError(f"{ckpt} was trained on an unknown dataset {dataset!r}; pass --dataset")
+            raise ProjectError(f"{ckpt} was trained on an unknown dataset {dataset!r}; pass --dataset")
         figures_dir = args.out_dir / "figures"
         check_writable(figures_dir)  # before the slow part
         test = load_split(data_dir, dataset, "test", download=args.download)
@@ -140,7 +139,7 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
             written = make_figures(model, list(history) if isinstance(history, list) else [], test.images,
                                    test.labels, figures_dir, spec, args.num_images, args.seed)
         except OSError as err:
-            raise TrainingError(f"cannot write {err.filename or figures_dir}: {err.strerror}") from None
+            raise ProjectError(f"cannot write {err.filename or figures_dir}: {err.strerror}") from None
     for path in written:
         print(path)
     return written

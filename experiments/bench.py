@@ -1,7 +1,7 @@
 """Training-step throughput: the project's default path against a plain PyTorch loop, in one run.
 
-    python -m common.bench                 # CPU, both models
-    python -m common.bench --device cuda   # the same on a GPU
+    python -m experiments.bench                 # CPU, both models
+    python -m experiments.bench --device cuda   # the same on a GPU
 
 The reference is the same architecture and loss trained the plain way: fp32, NCHW, eager,
 batch 128, `loss.item()` every step. The default path is what train.py does: channels_last,
@@ -24,22 +24,26 @@ from torch import nn
 
 from common.data import iterate_batches
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
-from common.training import (LossFn, TrainConfig, evaluate, exit_on_error, make_optimizer, positive_int,
-                             train_one_epoch)
+from common.errors import exit_on_error
+from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
+from common.options import positive_int
+from common.trainer import TrainConfig
+from variational_autoencoder import train as vae_train
+from variational_autoencoder.model import VAE, VAEConfig
+from vanila_autoencoder import train as ae_train
+from vanila_autoencoder.model import AEConfig, Autoencoder
 
 REFERENCE_BATCH = 128
+# name -> (a fresh model with the default config, train.py's loss function)
+MODELS: dict[str, tuple[Callable[[], nn.Module], LossFn]] = {
+    "ae": (lambda: Autoencoder(AEConfig()), ae_train.loss_fn),
+    "vae": (lambda: VAE(VAEConfig()), vae_train.loss_fn),
+}
 
 
-def _models() -> dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module], LossFn]]]:
-    from variational_autoencoder.model import VAE, VAEConfig
-    from variational_autoencoder.train import make_loss_fn as vae_loss_fn
-    from vanila_autoencoder.model import AEConfig, Autoencoder
-    from vanila_autoencoder.train import make_loss_fn as ae_loss_fn
-
-    return {
-        "ae": (lambda: Autoencoder(AEConfig()), lambda m: ae_loss_fn(m.config)),
-        "vae": (lambda: VAE(VAEConfig()), lambda m: vae_loss_fn(m.config)),
-    }
+def labels(x: torch.Tensor) -> torch.Tensor:
+    """Placeholder labels for random images (the models' losses do not read them)."""
+    return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
 
 def _sync(device: torch.device) -> None:
@@ -52,7 +56,7 @@ def reference_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: i
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     gen = torch.Generator().manual_seed(0)
-    batches = iterate_batches(x, REFERENCE_BATCH, gen)
+    batches = iterate_batches((x, labels(x)), REFERENCE_BATCH, gen)
     _sync(x.device)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -71,7 +75,8 @@ def default_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: int
     """The project's path: the real train_one_epoch over `steps` batches. Returns seconds."""
     optimizer = make_optimizer(model, lr)
     gen = torch.Generator().manual_seed(0)
-    batches = iterate_batches(x[: steps * batch_size], batch_size, gen)
+    x = x[: steps * batch_size]
+    batches = iterate_batches((x, labels(x)), batch_size, gen)
     _sync(x.device)
     t0 = time.perf_counter()
     train_one_epoch(model, batches, optimizer, loss_fn, amp=amp, log_every=50)
@@ -82,10 +87,10 @@ def default_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: int
 def timed_eval(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, batch_size: int,
                amp: Callable[[], contextlib.AbstractContextManager]) -> float:
     """Images/s of `evaluate` (inference_mode), after one untimed call that warms up the kernels."""
-    evaluate(model, x[:batch_size], loss_fn, batch_size, amp=amp)
+    evaluate(model, (x[:batch_size], labels(x[:batch_size])), loss_fn, batch_size, amp=amp)
     _sync(x.device)
     t0 = time.perf_counter()
-    evaluate(model, x, loss_fn, batch_size, amp=amp)
+    evaluate(model, (x, labels(x)), loss_fn, batch_size, amp=amp)
     _sync(x.device)
     return len(x) / (time.perf_counter() - t0)
 
@@ -139,10 +144,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     rows = []
     for name in args.models:
-        build, make_loss = _models()[name]
+        build, loss_fn = MODELS[name]
         ref_model = build().to(device)
         fast_model = build().to(device=device, memory_format=torch.channels_last)
-        loss_fn = make_loss(ref_model)
         fast = torch.compile(fast_model) if args.compile else fast_model
         reference_steps(ref_model, loss_fn, x_nchw, args.warmup, lr)
         default_steps(fast, loss_fn, x_nhwc, args.warmup, lr, args.batch_size, amp)

@@ -1,6 +1,6 @@
 """Reproduce every figure and number of the README in one command.
 
-    python -m common.reproduce --data-dir ../shared/data
+    python -m experiments.reproduce --data-dir ../shared/data
 
 Trains the AE and the VAE with train.py's defaults, draws every plot.py figure for both, runs
 the AE-vs-VAE comparison, and prints how long each stage took. Outputs go to --out-dir
@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common.device import DEVICES
-from common.training import TrainConfig, TrainingError, exit_on_error, positive_int, train_flags
-
-MODELS = {"ae": "vanila_autoencoder", "vae": "variational_autoencoder"}
+from common.errors import exit_on_error
+from common.options import positive_int
+from common.trainer import TrainConfig
+from experiments import compare
+from experiments.runs import MODEL_PACKAGES, run_in_parallel, train_command, train_flags
+from variational_autoencoder import plot as vae_plot
+from variational_autoencoder import train as vae_train
+from vanila_autoencoder import plot as ae_plot
+from vanila_autoencoder import train as ae_train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,42 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_relayed(name: str, cmd: list[str], env: dict[str, str]) -> int:
-    """Run `cmd`, relaying its output line by line prefixed with `[name]`; returns its exit status."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        if line.strip():
-            print(f"[{name}] {line.rstrip()}", flush=True)
-    return proc.wait()
-
-
-def single_thread_env(n_jobs: int) -> dict[str, str]:
-    """Environment for one of `n_jobs` simultaneous runs: an equal share of the cores each."""
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-
-
-def train_in_parallel(jobs: dict[str, list[str]]) -> None:
-    """Run `python -m <package>.train <flags>` for each job at once, each on 1/len(jobs) of the cores
-    (small convolutions scale poorly across threads, so two single-thread runs beat one after the other).
-    Their output is relayed line by line, prefixed with the model's name."""
-    env = single_thread_env(len(jobs))
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        status = {name: pool.submit(run_relayed, name, [sys.executable, "-m", f"{MODELS[name]}.train", *flags], env)
-                  for name, flags in jobs.items()}
-    failed = [f"{name} (exit {s.result()})" for name, s in status.items() if s.result() != 0]
-    if failed:
-        raise TrainingError(f"training failed: {', '.join(failed)}; see its output above")
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
-    from common import compare
-    from variational_autoencoder import plot as vae_plot
-    from variational_autoencoder import train as vae_train
-    from vanila_autoencoder import plot as ae_plot
-    from vanila_autoencoder import train as ae_train
-
     common_flags = ["--data-dir", str(args.data_dir), "--device", args.device]
     if not args.download:
         common_flags.append("--no-download")
@@ -99,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t_start = time.perf_counter()
     with exit_on_error():
         jobs: dict[str, list[str]] = {}
-        for name in MODELS:
+        for name in MODEL_PACKAGES:
             out = args.out_dir / name
             flags = train_flags(out / "checkpoints" / "last.pt", args.epochs, name, args.overwrite)
             if flags is None:
@@ -109,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         parallel = args.parallel if args.parallel is not None else (
             args.device in ("auto", "cpu") and not torch.cuda.is_available() and (os.cpu_count() or 1) >= 2)
         if parallel and len(jobs) == 2:
-            stage("train ae + vae (in parallel)", lambda: train_in_parallel(jobs))
+            stage("train ae + vae (in parallel)",
+                  lambda: run_in_parallel([(name, train_command(name, flags)) for name, flags in jobs.items()], 2))
         else:
             for name, flags in jobs.items():
                 train = ae_train if name == "ae" else vae_train

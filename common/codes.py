@@ -1,8 +1,8 @@
-"""Running a trained model to get the arrays that figures and metrics need.
+"""Encoding images to codes and decoding codes to images, in batches: the arrays that figures
+and metrics need.
 
-Works for both models through their shared interface: `encode(x)` returns z (AE) or
-(mu, logvar) (VAE); `decode(z)` returns pixel intensities. For the VAE, "the code" of an image
-is its posterior mean mu.
+Works for every model through the shared interface: `code(x)` gives each image's point code
+(z for the AE, the posterior mean mu for the VAE); `decode(z)` gives pixel intensities.
 """
 
 from __future__ import annotations
@@ -19,17 +19,12 @@ def for_inference(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last).eval()
 
 
-def code_of(encoded: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The deterministic code: z for the AE, mu for the VAE."""
-    return encoded[0] if isinstance(encoded, tuple) else encoded
-
-
 @torch.inference_mode()
 def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """(N, C, H, W) images -> (N, latent_dim) codes, on the CPU, in float32."""
     device = next(model.parameters()).device
     model.eval()
-    out = [code_of(model.encode(batch.to(device))).float().cpu() for batch in iterate_batches(x, batch_size)]
+    out = [model.code(batch.to(device)).float().cpu() for batch in iterate_batches(x, batch_size)]
     return torch.cat(out)
 
 
@@ -43,7 +38,7 @@ def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> t
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Decode each image's code (the VAE decodes its mean, no sampling)."""
+    """Decode each image's point code (the VAE decodes its mean, no sampling)."""
     return decode_codes(model, encode_codes(model, x, batch_size), batch_size)
 
 
@@ -63,3 +58,9 @@ def grid_codes(axis_values: torch.Tensor, latent_dim: int) -> torch.Tensor:
     z[:, :, 0] = axis_values[0].view(1, n)
     z[:, :, 1] = axis_values[1].flip(0).view(n, 1)
     return z.view(n * n, latent_dim)
+
+
+def uniform_in_box(codes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n codes uniform over the bounding box of `codes` (N, d): the fairest blind draw for an AE."""
+    lo, hi = codes.min(0).values, codes.max(0).values
+    return lo + (hi - lo) * torch.rand(n, codes.shape[1], generator=generator)

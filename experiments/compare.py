@@ -1,6 +1,6 @@
 """Compare a trained AE and VAE: reconstruction, latent geometry, prior-sample quality, likelihood.
 
-    python -m common.compare --ae vanila_autoencoder/checkpoints/last.pt \
+    python -m experiments.compare --ae vanila_autoencoder/checkpoints/last.pt \
         --vae variational_autoencoder/checkpoints/last.pt --data-dir ../shared/data --out-dir comparison
 
 Writes <out-dir>/ae_vs_vae.png (decoded N(0, I) samples side by side, both latent scatters with the
@@ -22,16 +22,17 @@ import torch
 from torch import nn
 
 from common import figures
-from common.checkpoint import load_checkpoint, model_from_state
-from common.classifier import (Classification, ClassifierTraining, DigitClassifier, classify,
-                               load_or_train_classifier)
+from common.checkpoint import load_for_inference
+from common.codes import decode_codes, encode_codes, uniform_in_box
 from common.data import DATASETS, Split, load_split
 from common.device import DEVICES, get_device
-from common.inference import decode_codes, encode_codes, for_inference
+from common.errors import exit_on_error
+from common.files import write_json
 from common.metrics import (class_entropy, confidence_stats, frechet_distance_from_moments, gaussian_moments,
                             iwae_nll, latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
-from common.plotting import uniform_in_box
-from common.training import exit_on_error, non_negative_float, positive_int, write_json
+from common.options import non_negative_float, positive_int
+from experiments.classifier import (Classification, ClassifierTraining, DigitClassifier, classify,
+                                    load_or_train_classifier)
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per model
 REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
@@ -165,10 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with exit_on_error():
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
-        ae_state = load_checkpoint(args.ae, kind="ae")
-        vae_state = load_checkpoint(args.vae, kind="vae")
         device = get_device(args.device)
-        ae, vae = for_inference(model_from_state(ae_state, device)), for_inference(model_from_state(vae_state, device))
+        ae, _ = load_for_inference(args.ae, device, kind="ae")
+        vae, vae_state = load_for_inference(args.vae, device, kind="vae")
         train_cfg = vae_state.get("train", {})
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")
         dataset = args.dataset or train_cfg.get("dataset", "mnist")

@@ -1,0 +1,1 @@
+"""Programs that drive both models and write results/: run them as `python -m experiments.<name>`."""

@@ -1,0 +1,68 @@
+"""Helpers for the programs that train several runs: decide what each run needs, run them in parallel.
+
+Each run is a `python -m <package>.train ...` subprocess (the same code path as a user's run);
+on a CPU several single-thread runs at once beat one after the other (small convolutions scale
+poorly across threads: measured 1.3x the throughput of one run on 2 threads).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common.checkpoint import load_checkpoint
+from common.errors import TrainingError
+
+MODEL_PACKAGES = {"ae": "vanila_autoencoder", "vae": "variational_autoencoder"}
+
+
+def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> list[str] | None:
+    """The train.py flags that bring the run saved at `ckpt` to exactly `epochs` epochs: [] to
+    start it, ["--resume"] to finish it, ["--overwrite"] to start afresh, or None when it is done.
+    A run with more epochs is refused: its learning-rate schedule differs, so its numbers would
+    not be comparable with the others'."""
+    if overwrite:
+        return ["--overwrite"]
+    if not ckpt.exists():
+        return []
+    done = load_checkpoint(ckpt, kind=kind)["epoch"]
+    if done > epochs:
+        raise TrainingError(f"{ckpt} has {done} epochs, more than --epochs {epochs}: the runs would not be "
+                            f"comparable; pass --epochs {done} or another --out-dir")
+    return None if done == epochs else ["--resume"]
+
+
+def train_command(kind: str, flags: list[str]) -> list[str]:
+    return [sys.executable, "-m", f"{MODEL_PACKAGES[kind]}.train", *flags]
+
+
+def run_relayed(name: str, cmd: list[str], env: dict[str, str]) -> int:
+    """Run `cmd`, relaying its output line by line prefixed with `[name]`; returns its exit status."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip():
+            print(f"[{name}] {line.rstrip()}", flush=True)
+    return proc.wait()
+
+
+def thread_share_env(n_jobs: int) -> dict[str, str]:
+    """Environment for one of `n_jobs` simultaneous runs: an equal share of the cores each."""
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
+def run_in_parallel(jobs: list[tuple[str, list[str]]], n_parallel: int, share_cores: bool = True) -> None:
+    """Run the commands `n_parallel` at a time, output relayed with each job's name; with
+    `share_cores`, each gets 1/n_parallel of the CPU threads. One failure fails the whole."""
+    if not jobs:
+        return
+    env = thread_share_env(n_parallel) if share_cores else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with ThreadPoolExecutor(n_parallel) as pool:
+        status = [(name, pool.submit(run_relayed, name, cmd, env)) for name, cmd in jobs]
+    failed = [f"{name} (exit {s.result()})" for name, s in status if s.result() != 0]
+    if failed:
+        raise TrainingError(f"training failed: {', '.join(failed)}; see its output above")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.animation import PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
@@ -174,3 +175,39 @@ def plot_latent_study(latent_dims: Sequence[int], curves: dict[str, Sequence[flo
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_latent_evolution(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, bool]],
+                          path: str | os.PathLike, fps: float = 2.0) -> Path:
+    """An animated GIF, one frame per epoch, of each panel's codes as they form during training.
+
+    panels: (title, epochs (E,), codes (E, n, 2), labels (n,), prior_circles). Each panel keeps its
+    axes fixed over all frames (the range of all its epochs' codes), so the motion is real; a panel
+    with fewer epochs than another holds its last frame. Written with matplotlib's Pillow writer.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = max(len(epochs) for _, epochs, _, _, _ in panels)
+    fig = Figure(figsize=(5.2 * len(panels), 5.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    limits = []
+    for _, _, codes, _, circles in panels:
+        lo, hi = codes.reshape(-1, 2).min(0), codes.reshape(-1, 2).max(0)
+        if circles:  # keep the prior's 2-sigma circle in view
+            lo, hi = np.minimum(lo, -2.2), np.maximum(hi, 2.2)
+        centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.05 + 1e-6
+        limits.append((centre - half, centre + half))
+    writer = PillowWriter(fps=fps)
+    partial = path.with_name(f".{path.name}.partial.gif")  # renamed over `path` once complete
+    with writer.saving(fig, str(partial), dpi=DPI):
+        for frame in range(frames):
+            for ax, (title, epochs, codes, labels, circles), (lo, hi) in zip(axes, panels, limits):
+                i = min(frame, len(epochs) - 1)
+                ax.clear()
+                scatter_latent(ax, codes[i], labels, f"{title}: epoch {epochs[i]}", prior_circles=circles)
+                ax.set_aspect("equal", adjustable="box")
+                ax.set_xlim(lo[0], hi[0])
+                ax.set_ylim(lo[1], hi[1])
+            writer.grab_frame()
+    os.replace(partial, path)
+    return path

@@ -58,6 +58,7 @@ def train_one_epoch(
     progress: tqdm | None = None,
     log_every: int = 50,
     check_stop: Callable[[], None] | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
     epoch: int = 0,
 ) -> dict[str, float]:
     """One pass over `batches`; returns the image-weighted mean of each loss term.
@@ -67,6 +68,7 @@ def train_one_epoch(
     same reason the first step whose loss is not finite is recorded on the device and checked at
     those read-backs; it raises NonFiniteLoss naming that exact step. `check_stop()` runs before
     every step and may raise to end the epoch between two steps (see trainer.stop_on_signals).
+    `on_log(step, running means)` is called at the same read-backs (TensorBoard), never in between.
     """
     model.train()
     sums: dict[str, torch.Tensor] = {}
@@ -97,6 +99,8 @@ def train_one_epoch(
                 raise NonFiniteLoss(epoch, int(first_bad))
             if progress is not None:
                 progress.set_postfix(loss=f"{sums['loss'].item() / seen:.2f}", refresh=False)
+            if on_log is not None:
+                on_log(step, {name: value.item() / seen for name, value in sums.items()})
         if progress is not None:
             progress.update(1)
     if first_bad is not None and int(first_bad):

@@ -18,6 +18,7 @@ from torch import nn
 
 from common import figures
 from common.checkpoint import load_for_inference
+from common.code_history import CodeHistory, find_code_history, first_two_dims
 from common.codes import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
@@ -72,8 +73,10 @@ def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> Non
 
 
 def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
-                 out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0) -> list[Path]:
-    """Every figure of one model into out_dir; returns the paths written."""
+                 out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0,
+                 codes_per_epoch: CodeHistory | None = None) -> list[Path]:
+    """Every figure of one model into out_dir; returns the paths written. With `codes_per_epoch`
+    (the run's latent_codes.npz) also latent_evolution.gif."""
     gen = torch.Generator().manual_seed(seed)
     d = model.latent_dim
     written: list[Path] = []
@@ -84,9 +87,8 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
         title=f"{spec.name}: test digits (top) and reconstructions (bottom)"))
 
     codes = encode_codes(model, test_x)  # (N, d): each image's point code
-    codes2 = codes if d >= 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
     dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
-    written.append(figures.plot_latent_space(codes2[:, :2].numpy(), test_y.numpy(), out_dir / "latent_space.png",
+    written.append(figures.plot_latent_space(first_two_dims(codes.numpy()), test_y.numpy(), out_dir / "latent_space.png",
                                              title=f"{spec.name}: test-set {spec.code_name}{dims}",
                                              prior_circles=spec.prior_circles))
 
@@ -115,6 +117,11 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
     written.append(figures.plot_image_grid(decode_codes(model, z).numpy(), pairs, steps,
                                            out_dir / "interpolation.png",
                                            title=f"{spec.name}: straight lines between two test digits' codes"))
+
+    if codes_per_epoch is not None:
+        panel = (f"{spec.name} {spec.code_name}", codes_per_epoch.epochs, first_two_dims(codes_per_epoch.codes),
+                 codes_per_epoch.labels, spec.prior_circles)
+        written.append(figures.plot_latent_evolution([panel], out_dir / "latent_evolution.gif"))
     return written
 
 
@@ -137,7 +144,8 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
         history = state.get("history", [])
         try:
             written = make_figures(model, list(history) if isinstance(history, list) else [], test.images,
-                                   test.labels, figures_dir, spec, args.num_images, args.seed)
+                                   test.labels, figures_dir, spec, args.num_images, args.seed,
+                                   codes_per_epoch=find_code_history(ckpt, state))
         except OSError as err:
             raise ProjectError(f"cannot write {err.filename or figures_dir}: {err.strerror}") from None
     for path in written:

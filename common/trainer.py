@@ -27,14 +27,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common import code_history
 from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint, unwrap
+from common.codes import decode_codes, encode_codes
 from common.conv import ConvNetConfig
 from common.data import DATASETS, epoch_generator, iterate_batches, load_dataset
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.errors import CheckpointError, TrainingError
 from common.files import check_writable, write_json
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
+from common.machine import describe_run_environment
 from common.options import add_options, merge_options, option, positive_float, positive_int
+from common.tensorboard_log import log_embedding, log_image_grid, log_terms, open_writer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # its git commit goes into run.json
+SAMPLE_GRID = 10  # TensorBoard's prior-sample grid is SAMPLE_GRID x SAMPLE_GRID
 
 
 @dataclass
@@ -59,6 +66,8 @@ class TrainConfig:
     eval_batch_size: int = option(1000, "images per batch when evaluating", parse=positive_int, runtime=True)
     log_every: int = option(50, "steps between progress-bar refreshes (each one syncs the device)",
                             parse=positive_int, runtime=True)
+    tensorboard: bool = option(False, "also log to <out-dir>/tensorboard/ (pip install -e .[tensorboard])",
+                               runtime=True)
 
 
 def build_parser(description: str, config_cls: type[ConvNetConfig], default_out_dir: Path) -> argparse.ArgumentParser:
@@ -116,6 +125,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def snapshot_epoch(model: nn.Module, epoch: int, step: int, out_dir: Path, test_x: torch.Tensor,
+                   test_y: torch.Tensor, subset: torch.Tensor, writer: Any | None) -> None:
+    """After each epoch: the codes of the fixed test subset into latent_codes.npz; with TensorBoard
+    also a grid of decoded z ~ N(0, I) (the same z every epoch) and the codes for the projector."""
+    codes = encode_codes(model, test_x[subset])
+    code_history.append_epoch(out_dir / code_history.FILE_NAME, epoch, codes, test_y[subset], subset)
+    if writer is not None:
+        z = torch.randn(SAMPLE_GRID**2, codes.shape[1], generator=torch.Generator().manual_seed(0))
+        log_image_grid(writer, "samples/prior", decode_codes(model, z), step, nrow=SAMPLE_GRID)
+        log_embedding(writer, codes, test_y[subset].cpu(), test_x[subset].float().cpu(), step)
 
 
 def format_terms(terms: dict[str, float]) -> str:
@@ -183,15 +204,19 @@ def run_training(
     test_data = (test.images.to(device).contiguous(memory_format=memory_format), test.labels.to(device))
     fast_model = torch.compile(model) if tc.compile else model
     amp = lambda: autocast(device, precision)  # noqa: E731
+    subset = code_history.subset_indices(len(test))
+    steps = math.ceil(len(train) / tc.batch_size)
+    # a resumed run drops the events a crashed run logged after its checkpoint
+    writer = open_writer(out_dir / "tensorboard", purge_step=start_epoch * steps) if tc.tensorboard else None
 
     run_info = {"argv": argv, "kind": kind, "config": dataclasses.asdict(config),
-                "train": dataclasses.asdict(tc), "device": str(device), "precision": precision}
+                "train": dataclasses.asdict(tc), "device": str(device), "precision": precision,
+                "environment": describe_run_environment(device, PROJECT_ROOT)}
     print(f"training {kind} on {device} ({precision}, {'channels_last' if tc.channels_last else 'NCHW'}), "
           f"{len(train)} train / {len(test)} test images, epochs {start_epoch + 1}..{tc.epochs}", flush=True)
 
     # --- the epochs
-    steps = math.ceil(len(train) / tc.batch_size)
-    with stop_on_signals() as check_stop:
+    with stop_on_signals() as check_stop, writer if writer is not None else contextlib.nullcontext():
         for epoch in range(start_epoch + 1, tc.epochs + 1):
             t0 = time.perf_counter()
             if epoch > 1:
@@ -205,6 +230,8 @@ def run_training(
                         fast_model, iterate_batches(train_data, tc.batch_size, epoch_generator(tc.seed, epoch)),
                         optimizer, loss_fn, amp=amp, progress=bar, log_every=tc.log_every, check_stop=check_stop,
                         lr_for_step=lambda i: lr_at(first_step + i, tc.epochs * steps, tc.lr, tc.lr_schedule),
+                        on_log=None if writer is None else lambda i, terms: log_terms(writer, "train", terms,
+                                                                                      first_step + i),
                         epoch=epoch)
                 except Interrupted as sig:
                     bar.close()
@@ -227,6 +254,8 @@ def run_training(
                       **{f"test_{k}": v for k, v in test_terms.items()},
                       "train_seconds": train_time, "images_per_second": len(train) / train_time}
             history.append(record)
+            if writer is not None:
+                log_terms(writer, "test", test_terms, epoch * steps)
 
             # --- save: checkpoint first, then the files that describe it
             try:
@@ -237,6 +266,7 @@ def run_training(
                 })
                 kept = f"{ckpt_path} holds epoch {epoch}"
                 write_json(out_dir / "history.json", history)
+                snapshot_epoch(model, epoch, epoch * steps, out_dir, test_data[0], test_data[1], subset, writer)
                 if epoch == start_epoch + 1:  # with the first checkpoint: a run that fails early replaces nothing
                     write_json(out_dir / "run.json", run_info)
             except OSError as err:  # disk full, folder removed, ...: the replaced files are intact

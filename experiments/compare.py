@@ -23,6 +23,7 @@ from torch import nn
 
 from common import figures
 from common.checkpoint import load_for_inference
+from common.code_history import first_two_dims
 from common.codes import decode_codes, encode_codes, uniform_in_box
 from common.data import DATASETS, Split, load_split
 from common.device import DEVICES, get_device
@@ -85,13 +86,6 @@ def verdict(out: Classification, reference: tuple[np.ndarray, np.ndarray]) -> di
             "class_entropy": class_entropy(predicted.numpy(), out.logits.shape[1]),
             "class_shares": (torch.bincount(predicted, minlength=out.logits.shape[1]).double() / len(predicted)).tolist(),
             "frechet_distance": frechet_distance_from_moments(*gaussian_moments(out.features.numpy()), *reference)}
-
-
-def first_two_dims(codes: torch.Tensor) -> np.ndarray:
-    """(N, d) -> (N, 2) for a scatter: the first two dimensions, a zero column when d = 1."""
-    if codes.shape[1] == 1:
-        codes = torch.cat([codes, torch.zeros_like(codes)], 1)
-    return codes[:, :2].numpy()
 
 
 def describe_model(model: nn.Module, test: Split, batch_size: int) -> tuple[dict[str, Any], torch.Tensor]:
@@ -228,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["vae"]["likelihood"] = likelihood
 
         figure = figures.plot_ae_vs_vae(samples["ae"].numpy(), samples["vae"].numpy(),
-                                        first_two_dims(codes["ae"]), first_two_dims(codes["vae"]),
+                                        first_two_dims(codes["ae"].numpy()), first_two_dims(codes["vae"].numpy()),
                                         test.labels.numpy(), args.out_dir / "ae_vs_vae.png",
                                         grid=min(GRID, math.isqrt(args.num_samples)))
         metrics = {

@@ -84,10 +84,10 @@ def test_a_third_model_needs_only_its_registry_line(tmp_path, tiny_mnist, monkey
 
     written = plot_main(SPEC, ["--out-dir", str(out), "--no-download"], out, "tiny")
     assert {p.name for p in written} == {"reconstructions.png", "latent_space.png", "loss_curves.png", "samples.png",
-                                         "manifold.png", "interpolation.png"}
+                                         "manifold.png", "interpolation.png", "latent_evolution.gif"}
     for path in written:
         with Image.open(path) as image:
-            assert image.format == "PNG"
+            assert image.format == ("GIF" if path.suffix == ".gif" else "PNG")
 
 
 def test_an_unregistered_kind_is_refused(tmp_path):

@@ -40,7 +40,9 @@ def test_train_then_plot(tmp_path, tiny_mnist, train, plot, kind):
     assert z.shape == (2, 2) and model.decode(z).shape == (2, 1, 28, 28)
 
     written = plot.main(["--out-dir", str(out), "--no-download"])
-    assert sorted(p.name for p in written) == sorted(FIGURES)
+    assert sorted(p.name for p in written) == sorted([*FIGURES, "latent_evolution.gif"])
+    with Image.open(out / "figures" / "latent_evolution.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 1  # one frame per epoch
     for name in FIGURES:
         with Image.open(out / "figures" / name) as image:
             image.verify()

@@ -7,10 +7,13 @@ Works for every model through the shared interface: `code(x)` gives each image's
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from common.data import iterate_batches
+
 
 
 def for_inference(model: nn.Module) -> nn.Module:
@@ -19,27 +22,47 @@ def for_inference(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last).eval()
 
 
-@torch.inference_mode()
-def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """(N, C, H, W) images -> (N, latent_dim) codes, on the CPU, in float32."""
-    device = next(model.parameters()).device
-    model.eval()
-    out = [model.code(batch.to(device)).float().cpu() for batch in iterate_batches(x, batch_size)]
-    return torch.cat(out)
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _batches(x: torch.Tensor, labels: torch.Tensor | None, batch_size: int, device: torch.device
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(inputs, labels or None) batches on `device`."""
+    for batch in iterate_batches(x if labels is None else (x, labels), batch_size):
+        inputs, y = (batch, None) if labels is None else batch
+        yield inputs.to(device), None if y is None else y.to(device)
 
 
 @torch.inference_mode()
-def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], on the CPU, in float32."""
-    device = next(model.parameters()).device
+def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, latent_dim) point codes, on the CPU, in float32. `labels` (N,)
+    reach the model (a conditional one uses them, others ignore them)."""
+    device = _device(model)
     model.eval()
-    out = [model.decode(batch.to(device)).float().cpu() for batch in iterate_batches(z, batch_size)]
-    return torch.cat(out)
+    return torch.cat([model.code(xb, yb).float().cpu() for xb, yb in _batches(x, labels, batch_size, device)])
 
 
-def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+@torch.inference_mode()
+def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000, *,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], on the CPU, in float32; `labels`
+    (N,): the digits a conditional model should write (others ignore them)."""
+    device = _device(model)
+    model.eval()
+    return torch.cat([model.decode(zb, yb).float().cpu() for zb, yb in _batches(z, labels, batch_size, device)])
+
+
+def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
     """Decode each image's point code (the VAE decodes its mean, no sampling)."""
-    return decode_codes(model, encode_codes(model, x, batch_size), batch_size)
+    return decode_codes(model, encode_codes(model, x, batch_size, labels=labels), batch_size, labels=labels)
+
+
+def balanced_labels(n: int, num_classes: int = 10) -> torch.Tensor:
+    """0, 1, ..., 9, 0, 1, ...: the digits asked of a conditional model's samples (equal shares)."""
+    return torch.arange(n) % num_classes
 
 
 def interpolate(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:

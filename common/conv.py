@@ -77,13 +77,14 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z (N, latent_dim) -> logits (N, C, H, W), mirroring ConvEncoder layer by layer."""
+    """z (N, latent_dim + extra_inputs) -> logits (N, C, H, W), mirroring ConvEncoder layer by layer.
+    `extra_inputs`: inputs joined to z, e.g. a one-hot label for a conditional model."""
 
-    def __init__(self, config: ConvNetConfig):
+    def __init__(self, config: ConvNetConfig, extra_inputs: int = 0):
         super().__init__()
         sizes = config.feature_sizes()  # encoder sizes, input first
         self.feature_shape = (config.filters[-1], sizes[-1], sizes[-1])
-        self.fc = nn.Linear(config.latent_dim, config.filters[-1] * sizes[-1] ** 2)
+        self.fc = nn.Linear(config.latent_dim + extra_inputs, config.filters[-1] * sizes[-1] ** 2)
         # Walk the encoder backwards: layer i of the decoder undoes encoder layer n-1-i, so it maps
         # that layer's output channels back to its input channels and its output size back to its
         # input size. output_padding picks the exact size where ceil(size / stride) lost it.

@@ -19,8 +19,8 @@ from torch import nn
 from common import figures
 from common.checkpoint import load_for_inference
 from common.code_history import CodeHistory, find_code_history, first_two_dims
-from common.codes import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
-from common.data import DATASETS, load_split
+from common.codes import balanced_labels, decode_codes, encode_codes, grid_codes, interpolate, reconstruct
+from common.data import DATASETS, NUM_CLASSES, load_split
 from common.device import DEVICES, get_device
 from common.errors import ProjectError, exit_on_error
 from common.files import check_writable
@@ -76,17 +76,24 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
                  out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0,
                  codes_per_epoch: CodeHistory | None = None) -> list[Path]:
     """Every figure of one model into out_dir; returns the paths written. With `codes_per_epoch`
-    (the run's latent_codes.npz) also latent_evolution.gif."""
+    (the run's latent_codes.npz) also latent_evolution.gif.
+
+    Labels go wherever the model takes them (test labels for encoding, the digits wanted for
+    decoding); models that are not conditional ignore them. A conditional model gets
+    conditional_grid.png (every digit in each of several styles) instead of manifold.png.
+    """
     gen = torch.Generator().manual_seed(seed)
     d = model.latent_dim
+    conditional = getattr(model, "conditional", False)
     written: list[Path] = []
 
     pick = torch.randperm(len(test_x), generator=gen)[:num_images]
     written.append(figures.plot_reconstructions(
-        test_x[pick].numpy(), reconstruct(model, test_x[pick]).numpy(), out_dir / "reconstructions.png",
+        test_x[pick].numpy(), reconstruct(model, test_x[pick], labels=test_y[pick]).numpy(),
+        out_dir / "reconstructions.png",
         title=f"{spec.name}: test digits (top) and reconstructions (bottom)"))
 
-    codes = encode_codes(model, test_x)  # (N, d): each image's point code
+    codes = encode_codes(model, test_x, labels=test_y)  # (N, d): each image's point code
     dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
     written.append(figures.plot_latent_space(first_two_dims(codes.numpy()), test_y.numpy(), out_dir / "latent_space.png",
                                              title=f"{spec.name}: test-set {spec.code_name}{dims}",
@@ -97,13 +104,14 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
                                             title=f"{spec.name}: loss per epoch"))
 
     n = GRID * GRID
-    panels = [("z ~ N(0, I)", decode_codes(model, torch.randn(n, d, generator=gen)).numpy())]
+    wanted = balanced_labels(n)  # for a conditional model: each row of the grid shows 0..9
+    panels = [("z ~ N(0, I)", decode_codes(model, torch.randn(n, d, generator=gen), labels=wanted).numpy())]
     for name, sampler in spec.extra_samplers:
-        panels.append((name, decode_codes(model, sampler(codes, n, gen)).numpy()))
+        panels.append((name, decode_codes(model, sampler(codes, n, gen), labels=wanted).numpy()))
     written.append(figures.plot_image_panels(panels, GRID, GRID, out_dir / "samples.png",
                                              title=f"{spec.name}: decoded random codes"))
 
-    if d >= 2:
+    if d >= 2 and not conditional:
         axes = spec.manifold_axes(codes, MANIFOLD)
         grid = decode_codes(model, grid_codes(axes, d)).numpy()
         rest = "" if d == 2 else f"; z[2:{d}] = 0"
@@ -114,15 +122,29 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
     pairs, steps = 8, 10
     ends = torch.randperm(len(test_x), generator=gen)[: 2 * pairs]
     z = interpolate(codes[ends[:pairs]], codes[ends[pairs:]], steps)
-    written.append(figures.plot_image_grid(decode_codes(model, z).numpy(), pairs, steps,
+    start_labels = test_y[ends[:pairs]].repeat_interleave(steps)  # a conditional model keeps the first digit
+    written.append(figures.plot_image_grid(decode_codes(model, z, labels=start_labels).numpy(), pairs, steps,
                                            out_dir / "interpolation.png",
                                            title=f"{spec.name}: straight lines between two test digits' codes"))
+
+    if conditional:
+        written.append(conditional_grid(model, out_dir / "conditional_grid.png", spec.name, seed))
 
     if codes_per_epoch is not None:
         panel = (f"{spec.name} {spec.code_name}", codes_per_epoch.epochs, first_two_dims(codes_per_epoch.codes),
                  codes_per_epoch.labels, spec.prior_circles)
         written.append(figures.plot_latent_evolution([panel], out_dir / "latent_evolution.gif"))
     return written
+
+
+def conditional_grid(model: nn.Module, path: Path, name: str, seed: int = 0, columns: int = GRID) -> Path:
+    """One row per digit 0..9, one column per shared z ~ N(0, I): each column is one "style"
+    written as every digit."""
+    z = torch.randn(columns, model.latent_dim, generator=torch.Generator().manual_seed(seed + 1))
+    digits = torch.arange(NUM_CLASSES)
+    images = decode_codes(model, z.repeat(NUM_CLASSES, 1), labels=digits.repeat_interleave(columns))
+    return figures.plot_image_grid(images.numpy(), NUM_CLASSES, columns, path,
+                                   title=f"{name}: rows = digits 0-9, columns = shared z ~ N(0, I)")
 
 
 def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, description: str) -> list[Path]:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from common import code_history
 from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint, unwrap
-from common.codes import decode_codes, encode_codes
+from common.codes import balanced_labels, decode_codes, encode_codes
 from common.conv import ConvNetConfig
 from common.data import DATASETS, epoch_generator, iterate_batches, load_dataset
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
@@ -131,11 +131,13 @@ def snapshot_epoch(model: nn.Module, epoch: int, step: int, out_dir: Path, test_
                    test_y: torch.Tensor, subset: torch.Tensor, writer: Any | None) -> None:
     """After each epoch: the codes of the fixed test subset into latent_codes.npz; with TensorBoard
     also a grid of decoded z ~ N(0, I) (the same z every epoch) and the codes for the projector."""
-    codes = encode_codes(model, test_x[subset])
-    code_history.append_epoch(out_dir / code_history.FILE_NAME, epoch, codes, test_y[subset], subset)
+    labels = test_y[subset]
+    codes = encode_codes(model, test_x[subset], labels=labels)
+    code_history.append_epoch(out_dir / code_history.FILE_NAME, epoch, codes, labels, subset)
     if writer is not None:
         z = torch.randn(SAMPLE_GRID**2, codes.shape[1], generator=torch.Generator().manual_seed(0))
-        log_image_grid(writer, "samples/prior", decode_codes(model, z), step, nrow=SAMPLE_GRID)
+        samples = decode_codes(model, z, labels=balanced_labels(SAMPLE_GRID**2))
+        log_image_grid(writer, "samples/prior", samples, step, nrow=SAMPLE_GRID)
         log_embedding(writer, codes, test_y[subset].cpu(), test_x[subset].float().cpu(), step)
 
 

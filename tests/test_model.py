@@ -83,3 +83,24 @@ def test_code_is_the_ae_z_and_the_vae_posterior_mean():
     vae = VAE(VAEConfig()).eval()
     mu, logvar = vae.encode(x)
     assert torch.equal(vae.code(x), mu) and vae.code(x).shape == (3, 2)
+
+
+def test_conditional_vae_uses_the_label_and_keeps_the_unconditional_api():
+    torch.manual_seed(0)
+    cvae = VAE(VAEConfig(conditional=True)).eval()
+    z = torch.randn(4, 2)
+    zeros, ones = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    with torch.inference_mode():
+        a, b = cvae.decode(z, zeros), cvae.decode(z, ones)
+        assert a.shape == (4, 1, 28, 28) and (a - b).abs().max() > 1e-4  # the output depends on the label
+        assert torch.equal(a, cvae.decode(z, zeros))
+        x = torch.rand(4, 1, 28, 28)
+        assert not torch.allclose(cvae.encode(x, zeros)[0], cvae.encode(x, ones)[0])
+    with pytest.raises(ValueError, match="needs the digit labels"):
+        cvae.decode(z)
+    # the label joins the features and z: 10 more inputs into fc_mu, fc_logvar and the decoder's fc
+    plain = VAE(VAEConfig())
+    assert cvae.fc_mu.in_features == plain.fc_mu.in_features + 10
+    assert cvae.decoder.fc.in_features == plain.decoder.fc.in_features + 10
+    with torch.inference_mode():  # an unconditional model ignores labels
+        assert torch.equal(plain.eval().decode(z, zeros), plain.decode(z))

@@ -64,3 +64,16 @@ def test_scripts_run_as_files_from_any_folder(tmp_path, tiny_mnist):
     help_run = subprocess.run([sys.executable, "variational_autoencoder/plot.py", "--help"], cwd=root,
                               capture_output=True, text=True, timeout=60)
     assert help_run.returncode == 0 and "--checkpoint" in help_run.stdout
+
+
+def test_conditional_vae_trains_reloads_and_draws_its_grid(tmp_path, tiny_mnist):
+    out = tmp_path / "cvae"
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--conditional", *FAST])
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["conditional"] is True
+    model = load_model(out / "checkpoints" / "last.pt")
+    assert model.conditional and model.decode(torch.zeros(3, 2), torch.tensor([0, 5, 9])).shape == (3, 1, 28, 28)
+    written = {p.name for p in vae_plot.main(["--out-dir", str(out), "--no-download"])}
+    assert "conditional_grid.png" in written and "manifold.png" not in written
+    with Image.open(out / "figures" / "conditional_grid.png") as image:
+        assert image.format == "PNG"

@@ -44,22 +44,23 @@ class Autoencoder(nn.Module):
         self.fc_z = nn.Linear(self.encoder.out_features, config.latent_dim)
         self.decoder = ConvDecoder(config)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, C, H, W) in [0, 1] -> z (N, latent_dim)."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, C, H, W) in [0, 1] -> z (N, latent_dim). (y, the labels, is not used: the shared
+        interface passes it for conditional models.)"""
         return self.fc_z(self.encoder(x))
 
-    def code(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The point code of each image, for plots and metrics: z itself."""
         return self.encode(x)
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """z (N, latent_dim) -> pixel intensities (N, C, H, W) in [0, 1]."""
         return torch.sigmoid(self.decoder(z))
 
-    def forward(self, x: torch.Tensor) -> AEOutput:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> AEOutput:
         z = self.encode(x)
         return AEOutput(logits=self.decoder(z), z=z)
 

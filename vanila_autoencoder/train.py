@@ -26,8 +26,8 @@ HERE = Path(__file__).resolve().parent
 
 def loss_fn(model: Autoencoder, batch: Batch) -> dict[str, torch.Tensor]:
     """The named loss terms of one batch; "loss" is minimised."""
-    x, _ = batch
-    out = model(x)
+    x, y = batch
+    out = model(x, y)
     return ae_loss(out.logits, x, model.config.loss)
 
 

@@ -2,6 +2,10 @@
 
 The KL term pulls every posterior towards the prior, so the codes fill a compact region around
 the origin and decoding z ~ N(0, I) gives well-formed digits (see README).
+
+With `conditional=True` it is a conditional VAE: q(z|x, y) and p(x|z, y), the one-hot digit label y
+joined to the encoder's features and to z. The latent space then no longer needs to encode the
+class, only the "style"; `decode(z, y)` writes any digit in the style z.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.conv import ConvDecoder, ConvEncoder, ConvNetConfig
@@ -26,6 +31,8 @@ class VAEConfig(ConvNetConfig):
     recon_weight: float = option(1.0, "weight of the reconstruction term (the original: 1000 with --loss mse)",
                                  parse=positive_float)
     beta: float = option(1.0, "weight of the KL term; 1 gives the ELBO", parse=non_negative_float)
+    conditional: bool = option(False, "condition encoder and decoder on the digit label (a conditional VAE)")
+    num_classes: int = 10  # size of the one-hot label of a conditional VAE (not a flag: the data's)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,31 +56,42 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.latent_dim = config.latent_dim
+        self.conditional = config.conditional
+        label_size = config.num_classes if config.conditional else 0
         self.encoder = ConvEncoder(config)
-        self.fc_mu = nn.Linear(self.encoder.out_features, config.latent_dim)
-        self.fc_logvar = nn.Linear(self.encoder.out_features, config.latent_dim)
-        self.decoder = ConvDecoder(config)
+        self.fc_mu = nn.Linear(self.encoder.out_features + label_size, config.latent_dim)
+        self.fc_logvar = nn.Linear(self.encoder.out_features + label_size, config.latent_dim)
+        self.decoder = ConvDecoder(config, extra_inputs=label_size)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, C, H, W) in [0, 1] -> (mu, logvar), each (N, latent_dim)."""
-        h = self.encoder(x)
+    def _join_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """(N, k) -> (N, k + num_classes) with the one-hot label, for a conditional VAE; else h."""
+        if not self.conditional:
+            return h
+        if y is None:
+            raise ValueError("a conditional VAE needs the digit labels y")
+        return torch.cat([h, F.one_hot(y, self.config.num_classes).to(h.dtype)], 1)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, C, H, W) in [0, 1] -> (mu, logvar), each (N, latent_dim). y (N,): digit labels,
+        used by a conditional VAE only."""
+        h = self._join_label(self.encoder(x), y)
         return self.fc_mu(h), self.fc_logvar(h)
 
-    def code(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The point code of each image, for plots and metrics: the posterior mean mu."""
-        return self.encode(x)[0]
+        return self.encode(x, y)[0]
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self._join_label(z, y))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z (N, latent_dim) -> pixel intensities (N, C, H, W) in [0, 1]."""
-        return torch.sigmoid(self.decoder(z))
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, latent_dim) -> pixel intensities (N, C, H, W) in [0, 1]; y (N,) for a conditional VAE."""
+        return torch.sigmoid(self.decode_logits(z, y))
 
-    def forward(self, x: torch.Tensor) -> VAEOutput:
-        mu, logvar = self.encode(x)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> VAEOutput:
+        mu, logvar = self.encode(x, y)
         z = reparameterize(mu, logvar)
-        return VAEOutput(logits=self.decoder(z), mu=mu, logvar=logvar, z=z)
+        return VAEOutput(logits=self.decode_logits(z, y), mu=mu, logvar=logvar, z=z)
 
 
 def vae_loss(

@@ -5,6 +5,7 @@
 
 Writes <out-dir>/checkpoints/last.pt every epoch, <out-dir>/history.json and <out-dir>/run.json;
 --out-dir defaults to this folder. The original Keras objective: --loss mse --recon-weight 1000.
+A conditional VAE (encoder and decoder see the digit label): --conditional.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 
 def loss_fn(model: VAE, batch: Batch) -> dict[str, torch.Tensor]:
     """The named loss terms of one batch; "loss" is minimised."""
-    x, _ = batch
-    out = model(x)
+    x, y = batch
+    out = model(x, y)  # y is used by a conditional VAE only
     c = model.config
     return vae_loss(out.logits, x, out.mu, out.logvar, c.loss, c.recon_weight, c.beta)
 

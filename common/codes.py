@@ -7,12 +7,10 @@ Works for every model through the shared interface: `code(x)` gives each image's
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
-from common.data import iterate_batches
+from common.data import with_optional_labels
 
 
 
@@ -26,14 +24,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _batches(x: torch.Tensor, labels: torch.Tensor | None, batch_size: int, device: torch.device
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(inputs, labels or None) batches on `device`."""
-    for batch in iterate_batches(x if labels is None else (x, labels), batch_size):
-        inputs, y = (batch, None) if labels is None else batch
-        yield inputs.to(device), None if y is None else y.to(device)
-
-
 @torch.inference_mode()
 def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,7 +31,8 @@ def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
     reach the model (a conditional one uses them, others ignore them)."""
     device = _device(model)
     model.eval()
-    return torch.cat([model.code(xb, yb).float().cpu() for xb, yb in _batches(x, labels, batch_size, device)])
+    return torch.cat([model.code(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                      for xb, yb in with_optional_labels(x, labels, batch_size)])
 
 
 @torch.inference_mode()
@@ -51,7 +42,8 @@ def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000, *,
     (N,): the digits a conditional model should write (others ignore them)."""
     device = _device(model)
     model.eval()
-    return torch.cat([model.decode(zb, yb).float().cpu() for zb, yb in _batches(z, labels, batch_size, device)])
+    return torch.cat([model.decode(zb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                      for zb, yb in with_optional_labels(z, labels, batch_size)])
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
@@ -81,9 +73,3 @@ def grid_codes(axis_values: torch.Tensor, latent_dim: int) -> torch.Tensor:
     z[:, :, 0] = axis_values[0].view(1, n)
     z[:, :, 1] = axis_values[1].flip(0).view(n, 1)
     return z.view(n * n, latent_dim)
-
-
-def uniform_in_box(codes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n codes uniform over the bounding box of `codes` (N, d): the fairest blind draw for an AE."""
-    lo, hi = codes.min(0).values, codes.max(0).values
-    return lo + (hi - lo) * torch.rand(n, codes.shape[1], generator=generator)

@@ -183,3 +183,11 @@ def iterate_batches(data: Tensors, batch_size: int, generator: torch.Generator |
         index = slice(start, start + batch_size) if order is None else order[start: start + batch_size]
         batch = tuple(t[index] for t in tensors)
         yield batch if isinstance(data, tuple) else batch[0]
+
+
+def with_optional_labels(x: torch.Tensor, labels: torch.Tensor | None, batch_size: int
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(images, labels) batches in order; labels None throughout when `labels` is None (for the
+    inference helpers, whose labels matter only to conditional models)."""
+    for batch in iterate_batches(x if labels is None else (x, labels), batch_size):
+        yield (batch, None) if labels is None else batch

@@ -9,6 +9,7 @@ with `encode(x) -> (mu, logvar)`).
     reconstruction_metrics(...)   test BCE (nats/image) and per-pixel MSE of decoding the code
     neg_elbo(...)                 test -ELBO (Bernoulli decoder), one z per image as in training
     iwae_nll(...)                 importance-weighted bound on -log p(x) (Burda et al., 2016)
+    posterior_diagnostics(...)    KL per latent dimension, active units, KL(q(z) || p(z))
 
 Everything is in nats; statistics are computed in float64 where precision matters.
 """
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.stats
 import torch
 from torch import nn
 
-from common.data import iterate_batches
+from common.data import iterate_batches, with_optional_labels
 from common.losses import bernoulli_log_likelihood, elbo_terms, mean_squared_error, reparameterize
 
 LOG_2PI = math.log(2 * math.pi)
@@ -136,14 +137,17 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def reconstruction_metrics(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Decode each image's point code (AE z, VAE mu): BCE summed over pixels (nats/image) and MSE per pixel."""
+def reconstruction_metrics(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+                           labels: torch.Tensor | None = None) -> dict[str, float]:
+    """Decode each image's point code (AE z, VAE mu): BCE summed over pixels (nats/image) and MSE per
+    pixel. `labels` reach a conditional model."""
     model.eval()
     device = _device(model)
     bce = mse = 0.0
-    for batch in iterate_batches(x, batch_size):
+    for batch, y in with_optional_labels(x, labels, batch_size):
         batch = batch.to(device)
-        logits = model.decode_logits(model.code(batch)).float()
+        y = None if y is None else y.to(device)
+        logits = model.decode_logits(model.code(batch, y), y).float()
         bce -= bernoulli_log_likelihood(logits, batch).sum().item()
         mse += mean_squared_error(logits, batch).item() * batch.numel()
     return {"bce": bce / len(x), "mse": mse / x.numel()}
@@ -248,3 +252,72 @@ def iwae_nll(
             elbo.append(est.elbo)
     return {"nll": -torch.cat(log_px).mean().item(), "neg_elbo_same_draws": -torch.cat(elbo).mean().item(),
             "k": num_samples, "images": len(x)}
+
+
+# ----------------------------------------------------------------------------------------------
+# posterior diagnostics: how a VAE uses its latent dimensions, and how close q(z) is to p(z)
+
+
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> np.ndarray:
+    """KL(q(z_i|x) || N(0, 1)) of each latent dimension i, averaged over the images: (d,) nats.
+    Summed over i it is the KL term of the -ELBO."""
+    mu, logvar = mu.double(), logvar.double()
+    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(0).cpu().numpy()
+
+
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> dict[str, Any]:
+    """Burda et al. (2016): dimension i is active when Var_x(E_q[z_i | x]) > threshold. `mu` (N, d)
+    are the posterior means, E_q[z | x]. Returns the count and each dimension's variance."""
+    variance = mu.double().var(0, unbiased=True).cpu().numpy()
+    return {"active": int((variance > threshold).sum()), "variance": [float(v) for v in variance],
+            "threshold": threshold}
+
+
+def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z_s; mu_m, diag(exp(logvar_m))) for every pair: z (S, d), mu and logvar (M, d) -> (S, M)."""
+    diff = z.unsqueeze(1) - mu.unsqueeze(0)
+    return -0.5 * (diff.pow(2) / logvar.exp().unsqueeze(0) + logvar.unsqueeze(0) + LOG_2PI).sum(-1)
+
+
+def aggregate_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """log q(z) of the aggregate posterior q(z) = (1/M) sum_m N(z; mu_m, diag(exp(logvar_m))), the
+    mixture of the M posteriors: z (S, d) -> (S,), float64, evaluated exactly, `chunk` points at a time."""
+    mu, logvar = mu.double(), logvar.double()
+    out = [torch.logsumexp(_log_normal(part.double(), mu, logvar), 1) - math.log(len(mu))
+           for part in z.split(chunk)]
+    return torch.cat(out)
+
+
+def aggregate_kl(mu: torch.Tensor, logvar: torch.Tensor, num_samples: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """KL(q(z) || p(z)) between the aggregate posterior (the mixture of the M posteriors above) and
+    N(0, I), by Monte Carlo: z_s ~ q(z) (pick a posterior uniformly, sample it), then the mean of
+    log q(z_s) - log p(z_s) with log q(z_s) exact under the mixture. Returns the estimate and its
+    standard error over the samples. It is 0 exactly when the codes, as a whole, follow the prior."""
+    gen = torch.Generator().manual_seed(seed)
+    mu, logvar = mu.double().cpu(), logvar.double().cpu()
+    pick = torch.randint(len(mu), (num_samples,), generator=gen)
+    z = mu[pick] + torch.exp(0.5 * logvar[pick]) * torch.randn(num_samples, mu.shape[1], generator=gen,
+                                                              dtype=torch.float64)
+    log_p = -0.5 * (z.pow(2) + LOG_2PI).sum(1)
+    terms = aggregate_log_density(z, mu, logvar) - log_p
+    return {"kl": float(terms.mean()), "se": float(terms.std() / math.sqrt(num_samples)), "samples": num_samples}
+
+
+@torch.inference_mode()
+def posterior_parameters(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+                         labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of q(z|x) for every image, on the CPU, in float32."""
+    model.eval()
+    device = _device(model)
+    mus, logvars = [], []
+    for batch, y in with_optional_labels(x, labels, batch_size):
+        mu, logvar = model.encode(batch.to(device), None if y is None else y.to(device))
+        mus.append(mu.float().cpu())
+        logvars.append(logvar.float().cpu())
+    return torch.cat(mus), torch.cat(logvars)
+
+
+def posterior_diagnostics(mu: torch.Tensor, logvar: torch.Tensor, seed: int = 0) -> dict[str, Any]:
+    """KL per dimension, active units and KL(q(z) || p(z)) of a VAE's test-set posteriors."""
+    return {"kl_per_dim": [float(v) for v in kl_per_dimension(mu, logvar)], "active_units": active_units(mu),
+            "aggregate_kl": aggregate_kl(mu, logvar, seed=seed)}

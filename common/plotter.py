@@ -95,7 +95,8 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
 
     codes = encode_codes(model, test_x, labels=test_y)  # (N, d): each image's point code
     dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
-    written.append(figures.plot_latent_space(first_two_dims(codes.numpy()), test_y.numpy(), out_dir / "latent_space.png",
+    written.append(figures.plot_latent_space(first_two_dims(codes.numpy()), test_y.numpy(),
+                                             out_dir / "latent_space.png",
                                              title=f"{spec.name}: test-set {spec.code_name}{dims}",
                                              prior_circles=spec.prior_circles))
 

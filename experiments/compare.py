@@ -1,12 +1,25 @@
-"""Compare a trained AE and VAE: reconstruction, latent geometry, prior-sample quality, likelihood.
+"""Compare a trained AE and VAE (and optionally a conditional VAE): reconstruction, latent geometry,
+the quality of generated samples under two judges, likelihood and posterior diagnostics.
 
     python -m experiments.compare --ae vanila_autoencoder/checkpoints/last.pt \
         --vae variational_autoencoder/checkpoints/last.pt --data-dir ../shared/data --out-dir comparison
 
-Writes <out-dir>/ae_vs_vae.png (decoded N(0, I) samples side by side, both latent scatters with the
-prior's 1σ and 2σ circles) and <out-dir>/metrics.json, and prints a Markdown table. Prior samples
-are judged by a small CNN classifier trained on the training split the first time and cached at
-<out-dir>/classifier.pt (--retrain-classifier replaces it).
+Sample sets, each decoded and judged by digit classifiers:
+    AE, z ~ N(0, I)         the prior the AE never saw
+    AE, z ~ U(code box)     uniform over the box its test codes span
+    AE + GMM                a 10-component Gaussian mixture fitted to its training codes after training
+    VAE, z ~ N(0, I)        its prior
+    VAE + GMM               the same mixture fitted to its training posterior means
+    CVAE, z ~ N(0, I)       (with --cvae) labels 0..9 in equal shares; the judge's accuracy on them
+    real digits             the test set (the ceiling)
+Every sample claim is measured under two judges: a classifier trained on blurred digits (decoded
+samples are Bernoulli means, blurrier than the data) and one trained on sharp digits only. They
+are trained on the training split the first time and cached in <out-dir>.
+
+Writes <out-dir>/ae_vs_vae.png (prior and GMM samples of both models, both latent scatters with
+the prior's 1σ and 2σ circles), latent_evolution.gif (both latent spaces forming, when the runs
+kept latent_codes.npz), aggregate_posterior.png (the VAE's q(z) next to N(0, I), for d = 2),
+cvae_latent.png (with --cvae) and metrics.json, and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -23,93 +36,126 @@ from torch import nn
 
 from common import figures
 from common.checkpoint import load_for_inference
-from common.code_history import first_two_dims
-from common.codes import decode_codes, encode_codes, uniform_in_box
-from common.data import DATASETS, Split, load_split
+from common.code_history import find_code_history, first_two_dims
+from common.codes import balanced_labels, decode_codes, encode_codes
+from common.data import DATASETS, NUM_CLASSES, Split, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error
 from common.files import write_json
-from common.metrics import (class_entropy, confidence_stats, frechet_distance_from_moments, gaussian_moments,
-                            iwae_nll, latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
-from common.options import non_negative_float, positive_int
+from common.metrics import (aggregate_log_density, class_entropy, confidence_stats, frechet_distance_from_moments,
+                            gaussian_moments, iwae_nll, latent_geometry, neg_elbo, posterior_diagnostics,
+                            posterior_parameters, prior_radius, reconstruction_metrics)
+from common.options import positive_int
+from common.samplers import fit_gmm, sample_gmm, uniform_in_box
 from experiments.classifier import (Classification, ClassifierTraining, DigitClassifier, classify,
                                     load_or_train_classifier)
 
-GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per model
+GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per panel
 REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
+GMM_COMPONENTS = 10
+# judge name -> largest blur of its training augmentation (pixels)
+JUDGES = {"blur": ClassifierTraining.max_blur_sigma, "sharp": 0.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Compare a trained autoencoder and VAE (figure, metrics, table).")
+    parser = argparse.ArgumentParser(description="Compare a trained autoencoder and VAE (figures, metrics, tables).")
     parser.add_argument("--ae", type=Path, required=True, help="the autoencoder's checkpoint")
     parser.add_argument("--vae", type=Path, required=True, help="the VAE's checkpoint")
+    parser.add_argument("--cvae", type=Path, help="a conditional VAE's checkpoint (optional)")
     parser.add_argument("--out-dir", type=Path, default=Path("comparison"),
-                        help="where ae_vs_vae.png, metrics.json and the classifier go (default: comparison)")
+                        help="where the figures, metrics.json and the classifiers go (default: comparison)")
     parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the VAE's training data)")
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the VAE's training dataset)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
     parser.add_argument("--num-samples", type=positive_int, default=10_000,
-                        help="prior samples per model judged by the classifier (default: 10000)")
+                        help="decoded samples per sample set judged by the classifiers (default: 10000)")
     parser.add_argument("--iwae-k", type=positive_int, default=1000,
                         help="importance samples per image for the -log p(x) estimate (default: 1000)")
     parser.add_argument("--iwae-images", type=positive_int, default=1000,
                         help="test images for the -log p(x) estimate (default: 1000)")
-    parser.add_argument("--classifier", type=Path, help="cached classifier (default: <out-dir>/classifier.pt)")
+    parser.add_argument("--judges", nargs="+", choices=tuple(JUDGES), default=list(JUDGES),
+                        help="classifiers that judge the samples: trained on blurred or on sharp digits "
+                             "(default: blur sharp)")
     parser.add_argument("--retrain-classifier", action="store_true",
-                        help="train the classifier again and replace the cache")
-    parser.add_argument("--classifier-blur", type=non_negative_float, default=ClassifierTraining.max_blur_sigma,
-                        help="largest Gaussian blur (pixels) of the classifier's training augmentation; 0 = none "
-                             f"(default: {ClassifierTraining.max_blur_sigma})")
+                        help="train the judges again and replace their cached files")
     parser.add_argument("--classifier-epochs", type=positive_int, default=ClassifierTraining.epochs,
-                        help=f"epochs when the classifier is trained (default: {ClassifierTraining.epochs})")
+                        help=f"epochs when a judge is trained (default: {ClassifierTraining.epochs})")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="(default: auto: cuda, then mps, then cpu)")
     parser.add_argument("--batch-size", type=positive_int, default=1000,
                         help="images per inference batch (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="prior samples and the VAE's noise (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="samples, the GMMs and the VAE's noise (default: 0)")
     return parser.parse_args(argv)
 
 
-def judge_images(classifier: DigitClassifier, images: torch.Tensor,
-                 reference: tuple[np.ndarray, np.ndarray], batch_size: int = 1000) -> dict[str, float]:
-    """The classifier's verdict on a set of images (see `verdict`)."""
-    return verdict(classify(classifier, images, batch_size), reference)
-
-
-def verdict(out: Classification, reference: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+def verdict(out: Classification, reference: tuple[np.ndarray, np.ndarray],
+            wanted: torch.Tensor | None = None) -> dict[str, Any]:
     """Confidence, class spread, and the Fréchet distance of the features to `reference` (mean and
-    covariance of the test set's features)."""
+    covariance of the test set's features); with `wanted` labels also the accuracy against them."""
     probs = torch.softmax(out.logits, 1)
     predicted = out.logits.argmax(1)
-    return {**confidence_stats(probs.numpy()),
-            "class_entropy": class_entropy(predicted.numpy(), out.logits.shape[1]),
-            "class_shares": (torch.bincount(predicted, minlength=out.logits.shape[1]).double() / len(predicted)).tolist(),
-            "frechet_distance": frechet_distance_from_moments(*gaussian_moments(out.features.numpy()), *reference)}
+    result = {**confidence_stats(probs.numpy()),
+              "class_entropy": class_entropy(predicted.numpy(), out.logits.shape[1]),
+              "class_shares": (torch.bincount(predicted, minlength=out.logits.shape[1]).double()
+                               / len(predicted)).tolist(),
+              "frechet_distance": frechet_distance_from_moments(*gaussian_moments(out.features.numpy()), *reference)}
+    if wanted is not None:
+        result["label_accuracy"] = float((predicted == wanted).double().mean())
+    return result
 
 
 def describe_model(model: nn.Module, test: Split, batch_size: int) -> tuple[dict[str, Any], torch.Tensor]:
     """Reconstruction and latent-geometry metrics; also returns the test codes."""
-    codes = encode_codes(model, test.images, batch_size)
+    codes = encode_codes(model, test.images, batch_size, labels=test.labels)
     return {"latent_dim": model.latent_dim,
-            "reconstruction": reconstruction_metrics(model, test.images, batch_size),
+            "reconstruction": reconstruction_metrics(model, test.images, batch_size, labels=test.labels),
             "latent": latent_geometry(codes)}, codes
 
 
-# (section, label, json path, format): the rows of the printed table
-ROWS = [
-    ("reconstruction", "test BCE (nats/image)", ("reconstruction", "bce"), ".2f"),
-    ("reconstruction", "test MSE (per pixel)", ("reconstruction", "mse"), ".4f"),
-    ("latent", "‖mean code‖", ("latent", "mean_norm"), ".3f"),
-    ("latent", "std per dimension", ("latent", "std_per_dim"), ".2f"),
-    ("latent", "centre offset ‖mean‖ / mean std", ("latent", "centre_offset"), ".3f"),
-    ("latent", "share inside the prior's 95 % ball", ("latent", "share_in_prior"), ".3f"),
-    ("samples", "mean max-softmax confidence", ("samples", "mean_confidence"), ".3f"),
-    ("samples", "share with confidence ≥ 0.9", ("samples", "share_confident"), ".3f"),
-    ("samples", "class entropy (1 = uniform)", ("samples", "class_entropy"), ".3f"),
-    ("samples", "Fréchet distance to test features", ("samples", "frechet_distance"), ".2f"),
-    ("likelihood", "test −ELBO (nats)", ("likelihood", "neg_elbo"), ".2f"),
-    ("likelihood", "IWAE −log p(x) (nats)", ("likelihood", "iwae", "nll"), ".2f"),
+def draw_samples(ae: nn.Module, vae: nn.Module, cvae: nn.Module | None, test_codes: dict[str, torch.Tensor],
+                 train_codes: dict[str, torch.Tensor], n: int, seed: int, batch_size: int
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The decoded sample sets (name -> images) and, for conditional ones, the labels asked for."""
+    prior = torch.randn(n, ae.latent_dim, generator=torch.Generator().manual_seed(seed))  # same draws for AE and VAE
+    samples = {"AE, z ~ N(0, I)": decode_codes(ae, prior, batch_size),
+               "AE, z ~ U(code box)": decode_codes(ae, uniform_in_box(test_codes["ae"], n, torch.Generator()
+                                                                      .manual_seed(seed)), batch_size),
+               "AE + GMM": decode_codes(ae, sample_gmm(fit_gmm(train_codes["ae"], GMM_COMPONENTS, seed), n, seed),
+                                        batch_size)}
+    vae_prior = prior if vae.latent_dim == ae.latent_dim else torch.randn(
+        n, vae.latent_dim, generator=torch.Generator().manual_seed(seed))
+    samples["VAE, z ~ N(0, I)"] = decode_codes(vae, vae_prior, batch_size)
+    samples["VAE + GMM"] = decode_codes(vae, sample_gmm(fit_gmm(train_codes["vae"], GMM_COMPONENTS, seed), n, seed),
+                                        batch_size)
+    wanted: dict[str, torch.Tensor] = {}
+    if cvae is not None:
+        labels = balanced_labels(n, NUM_CLASSES)
+        z = torch.randn(n, cvae.latent_dim, generator=torch.Generator().manual_seed(seed))
+        samples["CVAE, z ~ N(0, I)"] = decode_codes(cvae, z, batch_size, labels=labels)
+        wanted["CVAE, z ~ N(0, I)"] = labels
+    return samples, wanted
+
+
+MODEL_ROWS = [  # (label, json path, format): the rows of the models table
+    ("test BCE of the point code (nats/image)", ("reconstruction", "bce"), ".2f"),
+    ("test MSE (per pixel)", ("reconstruction", "mse"), ".4f"),
+    ("‖mean code‖", ("latent", "mean_norm"), ".3f"),
+    ("std per dimension", ("latent", "std_per_dim"), ".2f"),
+    ("centre offset ‖mean‖ / mean std", ("latent", "centre_offset"), ".3f"),
+    ("share inside the prior's 95 % ball", ("latent", "share_in_prior"), ".3f"),
+    ("test −ELBO (nats)", ("likelihood", "neg_elbo"), ".2f"),
+    ("IWAE −log p(x) (nats)", ("likelihood", "iwae", "nll"), ".2f"),
+    ("KL per latent dimension (nats)", ("posterior", "kl_per_dim"), ".2f"),
+    ("active units (variance over x of E_q[z_i] > 0.01)", ("posterior", "active_units", "active"), "d"),
+    ("KL(q(z) ‖ N(0, I)) of the aggregate posterior", ("posterior", "aggregate_kl", "kl"), ".3f"),
+]
+SAMPLE_COLUMNS = [  # (label, key, format): the columns of each judge's samples table
+    ("mean confidence", "mean_confidence", ".3f"),
+    ("share ≥ 0.9", "share_confident", ".3f"),
+    ("class entropy (1 = uniform)", "class_entropy", ".3f"),
+    ("Fréchet distance", "frechet_distance", ".1f"),
+    ("accuracy on the asked label", "label_accuracy", ".3f"),
 ]
 
 
@@ -129,28 +175,28 @@ def _format(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
-def format_table(metrics: dict[str, Any]) -> str:
-    """The Markdown table: one row per metric, columns AE, VAE, AE with box samples, real digits."""
-    ae, vae = metrics["ae"], metrics["vae"]
-    columns = [
-        (f"AE (d={ae['latent_dim']})", ae),
-        (f"VAE (d={vae['latent_dim']})", vae),
-        ("AE, z ~ U(code box)", {"samples": ae["samples_uniform_box"]}),
-        ("real digits", {"samples": metrics["reference"]}),
-    ]
-    iwae = vae["likelihood"]["iwae"]
-    lines = ["| metric | " + " | ".join(name for name, _ in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for section, label, keys, fmt in ROWS:
-        if section == "samples":
-            label = "samples: " + label
-        if keys[-1] == "nll":
-            label = f"IWAE −log p(x), k={iwae['k']}, {iwae['images']} images (nats)"
-        lines.append(f"| {label} | " + " | ".join(_format(_lookup(col, keys), fmt) for _, col in columns) + " |")
+def format_tables(metrics: dict[str, Any]) -> str:
+    """Markdown: one table of the models, then one table of the sample sets per judge."""
+    models = metrics["models"]
+    names = {"ae": "AE", "vae": "VAE", "cvae": "CVAE"}
+    lines = ["| metric | " + " | ".join(f"{names[m]} (d={r['latent_dim']})" for m, r in models.items()) + " |",
+             "|---|" + "---:|" * len(models)]
+    for label, keys, fmt in MODEL_ROWS:
+        if keys[-1] == "nll" and "vae" in models:
+            iwae = models["vae"]["likelihood"]["iwae"]
+            label = f"IWAE −log p(x), k={iwae['k']}, {iwae['images']} test images (nats)"
+        lines.append(f"| {label} | " + " | ".join(_format(_lookup(r, keys), fmt) for r in models.values()) + " |")
+    for judge, sets in metrics["samples"].items():
+        info = metrics["classifiers"][judge]
+        lines += ["", f"Samples judged by the classifier trained on {judge} digits "
+                      f"(test accuracy {info['test_accuracy']:.2%}):", "",
+                  "| samples | " + " | ".join(label for label, _, _ in SAMPLE_COLUMNS) + " |",
+                  "|---|" + "---:|" * len(SAMPLE_COLUMNS)]
+        for name, result in sets.items():
+            lines.append(f"| {name} | " + " | ".join(_format(result.get(key), fmt) for _, key, fmt in SAMPLE_COLUMNS)
+                         + " |")
     settings = metrics["settings"]
-    lines += ["", f"samples: {settings['num_samples']} decoded z ~ N(0, I) per model (the AE also z uniform over the "
-                  f"bounding box of its test codes), judged by the digit classifier (test accuracy "
-                  f"{metrics['classifier']['test_accuracy']:.2%}); real digits: the test set, and for the Fréchet "
+    lines += ["", f"{settings['num_samples']} samples per set; real digits: the test set, and for the Fréchet "
                   f"distance {settings['reference_images']} training images against the test set."]
     return "\n".join(lines)
 
@@ -161,84 +207,112 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         device = get_device(args.device)
-        ae, _ = load_for_inference(args.ae, device, kind="ae")
+        ae, ae_state = load_for_inference(args.ae, device, kind="ae")
         vae, vae_state = load_for_inference(args.vae, device, kind="vae")
+        cvae = load_for_inference(args.cvae, device, kind="vae")[0] if args.cvae else None
         train_cfg = vae_state.get("train", {})
         data_dir = args.data_dir or train_cfg.get("data_dir", "data")
         dataset = args.dataset or train_cfg.get("dataset", "mnist")
         test = load_split(data_dir, dataset, "test", download=args.download)
-        train_cache: list[Split] = []
-
-        def train_split() -> Split:  # loaded at most once, and only when needed
-            if not train_cache:
-                train_cache.append(load_split(data_dir, dataset, "train", download=args.download))
-            return train_cache[0]
-
+        train = load_split(data_dir, dataset, "train", download=args.download)
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        classifier, classifier_info = load_or_train_classifier(
-            args.classifier or args.out_dir / "classifier.pt", train_split, test, dataset=dataset,
-            retrain=args.retrain_classifier, training=ClassifierTraining(epochs=args.classifier_epochs, seed=args.seed,
-                                                                   max_blur_sigma=args.classifier_blur),
-            device=device)
-        seconds["setup_and_classifier"] = time.perf_counter() - t0
+        judges: dict[str, tuple[DigitClassifier, dict[str, Any]]] = {}
+        for judge in args.judges:
+            judges[judge] = load_or_train_classifier(
+                args.out_dir / f"classifier_{judge}.pt", lambda: train, test, dataset=dataset,
+                retrain=args.retrain_classifier, device=device,
+                training=ClassifierTraining(epochs=args.classifier_epochs, seed=args.seed,
+                                            max_blur_sigma=JUDGES[judge]))
+        seconds["setup_and_classifiers"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        test_out = classify(classifier, test.images, args.batch_size)
-        test_moments = gaussian_moments(test_out.features.numpy())
-        real = train_split().images[:REFERENCE_IMAGES]
-        # real digits: the verdict on the test set itself; its Fréchet distance (0 by definition)
-        # replaced by that of training images, the floor a perfect generator would reach
-        reference = {**verdict(test_out, test_moments),
-                     "frechet_distance": judge_images(classifier, real, test_moments,
-                                                      args.batch_size)["frechet_distance"]}
-        seconds["reference"] = time.perf_counter() - t0
+        models: dict[str, dict[str, Any]] = {}
+        test_codes: dict[str, torch.Tensor] = {}
+        for name, model, path in (("ae", ae, args.ae), ("vae", vae, args.vae), ("cvae", cvae, args.cvae)):
+            if model is not None:
+                models[name], test_codes[name] = describe_model(model, test, args.batch_size)
+                models[name]["checkpoint"] = str(path)
+        # the densities fitted after training see the training set's point codes (AE z, VAE mu)
+        train_codes = {name: encode_codes(model, train.images, args.batch_size) for name, model in
+                       (("ae", ae), ("vae", vae))}
+        samples, wanted = draw_samples(ae, vae, cvae, test_codes, train_codes, args.num_samples, args.seed,
+                                       args.batch_size)
+        seconds["models_and_samples"] = time.perf_counter() - t0
 
-        results: dict[str, dict[str, Any]] = {}
-        samples: dict[str, torch.Tensor] = {}
-        codes: dict[str, torch.Tensor] = {}
-        for name, model, path in (("ae", ae, args.ae), ("vae", vae, args.vae)):
-            t0 = time.perf_counter()
-            results[name], codes[name] = describe_model(model, test, args.batch_size)
-            results[name]["checkpoint"] = str(path)
-            gen = torch.Generator().manual_seed(args.seed)  # the same draws for both models
-            z = torch.randn(args.num_samples, model.latent_dim, generator=gen)
-            samples[name] = decode_codes(model, z, args.batch_size)
-            results[name]["samples"] = judge_images(classifier, samples[name], test_moments, args.batch_size)
-            seconds[name] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        box = uniform_in_box(codes["ae"], args.num_samples, torch.Generator().manual_seed(args.seed))
-        results["ae"]["samples_uniform_box"] = judge_images(classifier, decode_codes(ae, box, args.batch_size),
-                                                            test_moments, args.batch_size)
-        seconds["ae_box_samples"] = time.perf_counter() - t0
+        judged: dict[str, dict[str, Any]] = {}
+        for judge, (classifier, _) in judges.items():
+            test_out = classify(classifier, test.images, args.batch_size)
+            moments = gaussian_moments(test_out.features.numpy())
+            real = classify(classifier, train.images[:REFERENCE_IMAGES], args.batch_size)
+            judged[judge] = {name: verdict(classify(classifier, images, args.batch_size), moments, wanted.get(name))
+                             for name, images in samples.items()}
+            # real digits: the verdict on the test set itself; its Fréchet distance (0 by definition)
+            # replaced by that of training images, the floor a perfect generator would reach
+            judged[judge]["real digits"] = {**verdict(test_out, moments, test.labels),
+                                            "frechet_distance": verdict(real, moments)["frechet_distance"]}
+        seconds["judges"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         likelihood = neg_elbo(vae, test.images, args.batch_size, seed=args.seed)
-        seconds["vae_neg_elbo"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
         n_iwae = min(args.iwae_images, len(test))
         print(f"IWAE bound: k={args.iwae_k} on {n_iwae} test images ...", flush=True)
         likelihood["iwae"] = iwae_nll(vae, test.images[:n_iwae], args.iwae_k, seed=args.seed)
-        seconds["vae_iwae"] = time.perf_counter() - t0
-        results["vae"]["likelihood"] = likelihood
+        models["vae"]["likelihood"] = likelihood
+        posteriors = {name: posterior_parameters(model, test.images, args.batch_size, labels=test.labels)
+                      for name, model in (("vae", vae), ("cvae", cvae)) if model is not None}
+        for name, (mu, logvar) in posteriors.items():
+            models[name]["posterior"] = posterior_diagnostics(mu, logvar, seed=args.seed)
+        seconds["likelihood_and_posterior"] = time.perf_counter() - t0
 
-        figure = figures.plot_ae_vs_vae(samples["ae"].numpy(), samples["vae"].numpy(),
-                                        first_two_dims(codes["ae"].numpy()), first_two_dims(codes["vae"].numpy()),
-                                        test.labels.numpy(), args.out_dir / "ae_vs_vae.png",
-                                        grid=min(GRID, math.isqrt(args.num_samples)))
+        written = draw_figures(args, samples, test_codes, test.labels, posteriors, ae_state, vae_state)
         metrics = {
-            "ae": results["ae"], "vae": results["vae"], "reference": reference,
-            "prior_radius_95": {name: prior_radius(r["latent_dim"]) for name, r in results.items()},
-            "classifier": {k: v for k, v in classifier_info.items() if k != "format_version"},
+            "models": models, "samples": judged,
+            "prior_radius_95": {name: prior_radius(r["latent_dim"]) for name, r in models.items()},
+            "classifiers": {judge: {k: v for k, v in info.items() if k != "format_version"}
+                            for judge, (_, info) in judges.items()},
             "settings": {"data_dir": str(data_dir), "dataset": dataset, "num_samples": args.num_samples,
                          "iwae_k": args.iwae_k, "iwae_images": n_iwae, "seed": args.seed, "device": str(device),
-                         "reference_images": len(real)},
+                         "reference_images": REFERENCE_IMAGES, "gmm_components": GMM_COMPONENTS},
             "seconds": seconds,
         }
         write_json(args.out_dir / "metrics.json", _finite(metrics))
-    print(format_table(metrics))
-    print(figure)
-    print(args.out_dir / "metrics.json")
+    print(format_tables(metrics))
+    for path in [*written, args.out_dir / "metrics.json"]:
+        print(path)
     return metrics
+
+
+def draw_figures(args: argparse.Namespace, samples: dict[str, torch.Tensor], codes: dict[str, torch.Tensor],
+                 labels: torch.Tensor, posteriors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 ae_state: dict[str, Any], vae_state: dict[str, Any]) -> list[Path]:
+    grid = min(GRID, math.isqrt(args.num_samples))
+    written = [figures.plot_ae_vs_vae(
+        {name: images.numpy() for name, images in samples.items() if not name.startswith("CVAE")},
+        first_two_dims(codes["ae"].numpy()), first_two_dims(codes["vae"].numpy()), labels.numpy(),
+        args.out_dir / "ae_vs_vae.png", grid=grid)]
+    histories = [(name, find_code_history(path, state)) for name, path, state in
+                 (("AE z", args.ae, ae_state), ("VAE μ", args.vae, vae_state))]
+    if all(history is not None for _, history in histories):
+        written.append(figures.plot_latent_evolution(
+            [(name, h.epochs, first_two_dims(h.codes), h.labels, True) for name, h in histories],
+            args.out_dir / "latent_evolution.gif"))
+    mu, logvar = posteriors["vae"]
+    if mu.shape[1] == 2:
+        extent = 4.0
+        axis = torch.linspace(-extent, extent, 161, dtype=torch.float64)
+        points = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).reshape(-1, 2)
+        density = aggregate_log_density(points, mu, logvar).exp().reshape(len(axis), len(axis)).numpy()
+        prior = np.exp(-0.5 * (points.pow(2).sum(1)).numpy()) / (2 * math.pi)
+        written.append(figures.plot_densities(
+            [("VAE: aggregate posterior q(z) (test set)", density), ("prior N(0, I)", prior.reshape(density.shape))],
+            extent, args.out_dir / "aggregate_posterior.png"))
+    if "cvae" in codes:
+        written.append(figures.plot_latent_panels(
+            [("VAE: test-set μ", first_two_dims(codes["vae"].numpy())),
+             ("conditional VAE: test-set μ", first_two_dims(codes["cvae"].numpy()))],
+            labels.numpy(), args.out_dir / "cvae_latent.png"))
+    return written
 
 
 def _finite(obj: Any) -> Any:

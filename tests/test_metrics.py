@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.metrics import (decoder_log_likelihood, class_entropy, confidence_stats, frechet_distance,
+from common.metrics import (active_units, aggregate_kl, aggregate_log_density, kl_per_dimension, decoder_log_likelihood, class_entropy, confidence_stats, frechet_distance,
                             frechet_distance_from_moments, histogram_entropy, importance_weighted_bound, iwae_nll,
                             latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
 from variational_autoencoder.model import VAE, VAEConfig
@@ -116,15 +116,15 @@ class ConstantModel(nn.Module):
         self.vae_like = vae_like
         self.dummy = nn.Parameter(torch.zeros(()))
 
-    def encode(self, x):
+    def encode(self, x, y=None):
         z = torch.zeros(x.shape[0], 2)
         return (z, torch.zeros_like(z)) if self.vae_like else z
 
-    def code(self, x):
+    def code(self, x, y=None):
         encoded = self.encode(x)
         return encoded[0] if self.vae_like else encoded
 
-    def decode_logits(self, z):
+    def decode_logits(self, z, y=None):
         return torch.zeros(z.shape[0], 1, 28, 28) + 0 * self.dummy
 
 
@@ -214,3 +214,38 @@ def test_neg_elbo_terms():
     assert terms["neg_elbo"] == pytest.approx(terms["recon"] + terms["kl"])
     assert terms["kl"] > 0 and terms["recon"] > 0
     assert neg_elbo(model, x, batch_size=5) == pytest.approx(neg_elbo(model, x, batch_size=5))  # fixed noise
+
+
+def test_kl_per_dimension_and_active_units_by_hand():
+    # dimension 0: mu in {-1, 1}, sigma 1 -> KL 0.5 * (1 + 1 - 1 - 0) = 0.5; variance of mu = 4/3 (unbiased, n = 4)
+    # dimension 1: mu = 0.05 * (+-1), sigma^2 = e^-1 -> KL 0.5 * (0.0025 + e^-1 - 1 + 1); variance 0.0025 * 4/3
+    mu = torch.tensor([[-1.0, 0.05], [1.0, -0.05], [-1.0, 0.05], [1.0, -0.05]])
+    logvar = torch.tensor([[0.0, -1.0]] * 4)
+    kl = kl_per_dimension(mu, logvar)
+    assert kl[0] == pytest.approx(0.5) and kl[1] == pytest.approx(0.5 * (0.0025 + math.exp(-1)))
+    units = active_units(mu)
+    assert units["active"] == 1 and units["variance"] == pytest.approx([4 / 3, 0.0025 * 4 / 3])
+    assert active_units(mu, threshold=0.001)["active"] == 2
+
+
+def test_aggregate_kl_is_zero_when_every_posterior_is_the_prior():
+    mu, logvar = torch.zeros(50, 3), torch.zeros(50, 3)
+    result = aggregate_kl(mu, logvar, num_samples=500)
+    assert result["kl"] == pytest.approx(0.0, abs=1e-9) and result["se"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_aggregate_kl_of_one_gaussian_matches_the_closed_form():
+    # q(z) = N(m, s^2) in 1-D: KL(q || N(0, 1)) = 0.5 * (m^2 + s^2 - 1 - log s^2)
+    m, s2 = 0.7, 0.25
+    result = aggregate_kl(torch.tensor([[m]]), torch.tensor([[math.log(s2)]]), num_samples=20_000, seed=1)
+    exact = 0.5 * (m**2 + s2 - 1 - math.log(s2))
+    assert abs(result["kl"] - exact) < 4 * result["se"] and result["se"] < 0.01
+
+
+def test_aggregate_log_density_of_a_two_component_mixture():
+    mu = torch.tensor([[-2.0], [2.0]])
+    logvar = torch.zeros(2, 1)
+    z = torch.tensor([[0.0], [2.0]])
+    normal = lambda x: math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)  # noqa: E731
+    expected = [math.log(0.5 * (normal(2.0) + normal(2.0))), math.log(0.5 * (normal(4.0) + normal(0.0)))]
+    assert aggregate_log_density(z, mu, logvar).tolist() == pytest.approx(expected)

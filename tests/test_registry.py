@@ -12,7 +12,7 @@ from torch import nn
 
 from common import registry
 from common.checkpoint import load_model
-from common.codes import uniform_in_box
+from common.samplers import uniform_in_box
 from common.data import load_split
 from common.loop import Batch
 from common.losses import bernoulli_nll

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.codes import uniform_in_box
+from common.samplers import uniform_in_box
 from common.plotter import PlotSpec, code_range_axes, plot_main
 
 HERE = Path(__file__).resolve().parent

@@ -1,5 +1,6 @@
 """Latent-size study: train the VAE at several latent sizes with the same settings, then measure
-test -ELBO and the IWAE estimate of -log p(x) for each (cf. Kingma & Welling 2014, Fig. 2).
+test -ELBO, the IWAE estimate of -log p(x), the active units and the KL per latent dimension for
+each (cf. Kingma & Welling 2014, Fig. 2; Burda et al. 2016 for active units).
 
     python -m experiments.latent_study --data-dir ../shared/data --out-dir latent_study \
         --latent-dims 2 5 10 20 --epochs 6 --device cuda
@@ -25,7 +26,7 @@ from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error
 from common.files import write_json
-from common.metrics import iwae_nll, neg_elbo
+from common.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
 from common.options import positive_int
 from common.trainer import TrainConfig
 from experiments.runs import train_flags
@@ -76,11 +77,19 @@ def train_size(latent_dim: int, run_dir: Path, args: argparse.Namespace) -> Path
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     k, n = rows[0]["iwae"]["k"], rows[0]["iwae"]["images"]
-    lines = [f"| latent size | test −ELBO | recon | KL | IWAE −log p(x) (k={k}, {n} images) | epochs |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| latent size | test −ELBO | recon | KL | IWAE −log p(x) (k={k}, {n} images) | active units | "
+             f"KL(q(z) ‖ p(z)) | epochs |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        post = r["posterior"]
         lines.append(f"| {r['latent_dim']} | {r['neg_elbo']:.2f} | {r['recon']:.2f} | {r['kl']:.2f} | "
-                     f"{r['iwae']['nll']:.2f} | {r['epochs']} |")
+                     f"{r['iwae']['nll']:.2f} | {post['active_units']['active']} of {r['latent_dim']} | "
+                     f"{post['aggregate_kl']['kl']:.2f} | {r['epochs']} |")
+    lines.append("")
+    for r in rows:  # largest first: how the KL (the information in z) spreads over the dimensions
+        per_dim = sorted(r["posterior"]["kl_per_dim"], reverse=True)
+        lines.append(f"KL per dimension, d = {r['latent_dim']} (nats, largest first): "
+                     + ", ".join(f"{v:.2f}" for v in per_dim))
     return "\n".join(lines)
 
 
@@ -98,7 +107,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"latent {d}: test -ELBO and IWAE (k={args.iwae_k}, {len(x_iwae)} images) ...", flush=True)
             terms = neg_elbo(model, test.images, EVAL_BATCH, seed=args.seed)
             iwae = iwae_nll(model, x_iwae, args.iwae_k, seed=args.seed)
-            rows.append({"latent_dim": d, **terms, "iwae": iwae, "epochs": state["epoch"], "checkpoint": str(ckpt),
+            posterior = posterior_diagnostics(*posterior_parameters(model, test.images, EVAL_BATCH), seed=args.seed)
+            rows.append({"latent_dim": d, **terms, "iwae": iwae, "posterior": posterior, "epochs": state["epoch"],
+                         "checkpoint": str(ckpt),
                          "train_seconds": sum(h.get("train_seconds", 0.0) for h in state["history"])})
             z = torch.randn(GRID * GRID, d, generator=torch.Generator().manual_seed(args.seed))
             panels.append((f"d = {d}", decode_codes(model, z).numpy()))

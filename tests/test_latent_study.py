@@ -21,6 +21,10 @@ def test_latent_study_end_to_end(tmp_path, tiny_mnist, capsys):
         assert row["neg_elbo"] == pytest.approx(row["recon"] + row["kl"])
         assert row["iwae"]["nll"] <= row["iwae"]["neg_elbo_same_draws"]
         assert row["iwae"]["k"] == 4 and row["iwae"]["images"] == 8
+        posterior = row["posterior"]
+        assert len(posterior["kl_per_dim"]) == row["latent_dim"]
+        assert sum(posterior["kl_per_dim"]) == pytest.approx(row["kl"], rel=1e-3)  # neg_elbo's KL, split by dimension
+        assert 0 <= posterior["active_units"]["active"] <= row["latent_dim"]
     assert json.loads((out / "study.json").read_text()) == json.loads(json.dumps(study))
     for name in ("latent_study.png", "latent_samples.png"):
         with Image.open(out / name) as image:
@@ -28,6 +32,7 @@ def test_latent_study_end_to_end(tmp_path, tiny_mnist, capsys):
             assert image.format == "PNG"
     printed = capsys.readouterr().out
     assert sum(line.startswith("| ") for line in printed.splitlines()) == 1 + 2  # header + one row per size
+    assert sum(line.startswith("KL per dimension, d = ") for line in printed.splitlines()) == 2
 
     # Re-running with the same settings trains nothing and gives the same numbers.
     again = latent_study.main(argv)

@@ -31,6 +31,8 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST images are 28 x 28, one channel
+BINARIZATIONS = ("none", "dynamic")  # grey levels as they are, or Bernoulli draws (Burda et al. 2016)
+TEST_BINARIZATION_SEED = 0  # the one binary test set every evaluation of every run sees
 NUM_CLASSES = 10
 Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # one tensor, or several batched together
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -191,3 +193,30 @@ def with_optional_labels(x: torch.Tensor, labels: torch.Tensor | None, batch_siz
     inference helpers, whose labels matter only to conditional models)."""
     for batch in iterate_batches(x if labels is None else (x, labels), batch_size):
         yield (batch, None) if labels is None else batch
+
+
+def binarize_test_set(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
+    """The fixed binary version of the test images: each pixel ~ Bernoulli(intensity), drawn once on
+    the CPU from `seed`, so it is the same on every device and for every run."""
+    return torch.bernoulli(images.cpu(), generator=torch.Generator().manual_seed(seed))
+
+
+def evaluation_split(split: Split, binarize: str) -> Split:
+    """The split a model trained with `binarize` is evaluated on: as it is, or its fixed binary version."""
+    if binarize not in BINARIZATIONS:
+        raise DataError(f"unknown binarization {binarize!r}; choose from {', '.join(BINARIZATIONS)}")
+    return split if binarize == "none" else Split(binarize_test_set(split.images), split.labels)
+
+
+def binarization_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The generator of epoch `epoch`'s dynamic binarization, on the training device; like the
+    shuffle, it depends only on (seed, epoch), so a resumed run draws the same binary images."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 500_000_000)
+
+
+def binarized(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], generator: torch.Generator
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Dynamic binarization: each image's pixels drawn as Bernoulli(intensity) afresh every time the
+    batch is used, on the batch's device (one kernel per step)."""
+    for x, y in batches:
+        yield torch.bernoulli(x, generator=generator), y

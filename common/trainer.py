@@ -31,7 +31,8 @@ from common import code_history
 from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint, unwrap
 from common.codes import balanced_labels, decode_codes, encode_codes
 from common.conv import ConvNetConfig
-from common.data import DATASETS, epoch_generator, iterate_batches, load_dataset
+from common.data import (BINARIZATIONS, DATASETS, binarization_generator, binarized, epoch_generator,
+                         evaluation_split, iterate_batches, load_dataset)
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.errors import CheckpointError, TrainingError
 from common.files import check_writable, write_json
@@ -56,6 +57,9 @@ class TrainConfig:
     seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise")
     data_dir: str = option("data", "folder holding MNIST/raw/ (torchvision's layout)", runtime=True)
     dataset: str = option("mnist", "which MNIST-format dataset", choices=tuple(DATASETS))
+    binarize: str = option("none", "none: grey levels; dynamic: every training image drawn as Bernoulli(intensity) "
+                                   "afresh each time it is used, evaluation on one fixed binary test set",
+                           choices=BINARIZATIONS)
     download: bool = option(True, "download the dataset when missing", runtime=True)
     out_dir: str = option(".", "where checkpoints/, figures/, history.json and run.json go", runtime=True)
     device: str = option("auto", "auto: cuda, then mps, then cpu", choices=DEVICES, runtime=True)
@@ -191,6 +195,7 @@ def run_training(
     precision = resolve_precision(tc.precision, device)
     check_writable(out_dir / "checkpoints")
     train, test = load_dataset(tc.data_dir, tc.dataset, download=tc.download)
+    test = evaluation_split(test, tc.binarize)
     torch.manual_seed(tc.seed)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model = model_cls(config).to(device=device, memory_format=memory_format)
@@ -226,11 +231,14 @@ def run_training(
             else:  # a fresh run (with --overwrite, an older run's file may be there: it is not touched)
                 kept = f"{ckpt_path} is unchanged" if ckpt_path.exists() else f"nothing was saved to {ckpt_path}"
             first_step = (epoch - 1) * steps
+            batches = iterate_batches(train_data, tc.batch_size, epoch_generator(tc.seed, epoch))
+            if tc.binarize == "dynamic":
+                batches = binarized(batches, binarization_generator(tc.seed, epoch, device))
             with tqdm(total=steps, desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=None) as bar:
                 try:
                     train_terms = train_one_epoch(
-                        fast_model, iterate_batches(train_data, tc.batch_size, epoch_generator(tc.seed, epoch)),
-                        optimizer, loss_fn, amp=amp, progress=bar, log_every=tc.log_every, check_stop=check_stop,
+                        fast_model, batches, optimizer, loss_fn, amp=amp, progress=bar, log_every=tc.log_every,
+                        check_stop=check_stop,
                         lr_for_step=lambda i: lr_at(first_step + i, tc.epochs * steps, tc.lr, tc.lr_schedule),
                         on_log=None if writer is None else lambda i, terms: log_terms(writer, "train", terms,
                                                                                       first_step + i),

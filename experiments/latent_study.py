@@ -5,8 +5,14 @@ each (cf. Kingma & Welling 2014, Fig. 2; Burda et al. 2016 for active units).
     python -m experiments.latent_study --data-dir ../shared/data --out-dir latent_study \
         --latent-dims 2 5 10 20 --epochs 6 --device cuda
 
-Each size trains into <out-dir>/latent_<d>/ through train.py; a size whose checkpoint already has
---epochs epochs is not trained again, and an unfinished one is resumed, so re-running is cheap.
+The binarized-MNIST likelihood protocol (Burda et al. 2016) is a mode of it: --binarize dynamic
+trains on Bernoulli draws of the images and evaluates on one fixed binary test set;
+--iwae-images 10000 --iwae-k 5000 gives the published estimator, and --k-sweep 100 1000 5000 shows
+how the estimate of the best size moves with k.
+
+Each size trains into <out-dir>/latent_<d>/ through train.py (--jobs N runs N sizes at once as
+subprocesses); a size whose checkpoint already has --epochs epochs is not trained again, and an
+unfinished one is resumed, so re-running is cheap.
 Writes <out-dir>/latent_study.png (both numbers against latent size), <out-dir>/latent_samples.png
 (decoded z ~ N(0, I) for each size) and <out-dir>/study.json, and prints a Markdown table.
 """
@@ -22,14 +28,14 @@ import torch
 from common import figures
 from common.checkpoint import load_for_inference
 from common.codes import decode_codes
-from common.data import DATASETS, load_split
+from common.data import BINARIZATIONS, DATASETS, evaluation_split, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error
 from common.files import write_json
 from common.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
-from common.options import positive_int
+from common.options import positive_float, positive_int
 from common.trainer import TrainConfig
-from experiments.runs import train_flags
+from experiments.runs import run_in_parallel, train_command, train_flags
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
@@ -43,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
                         help=f"epochs for every size (default: {TrainConfig.epochs}, train.py's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: train.py's)")
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate (default: train.py's)")
+    parser.add_argument("--binarize", choices=BINARIZATIONS, default="none",
+                        help="none: grey levels; dynamic: binarized MNIST as in Burda et al. 2016 (default: none)")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="sizes trained at once, as subprocesses (on a CPU they share the cores; default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="training seed and evaluation noise (default: 0)")
     parser.add_argument("--out-dir", type=Path, default=Path("latent_study"),
                         help="runs go to <out-dir>/latent_<d>/ (default: latent_study)")
@@ -55,24 +66,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iwae-k", type=positive_int, default=1000,
                         help="importance samples per image for -log p(x) (default: 1000)")
     parser.add_argument("--iwae-images", type=positive_int, default=1000,
-                        help="test images for the -log p(x) estimate (default: 1000)")
+                        help="test images for the -log p(x) estimate (default: 1000; 10000: all)")
+    parser.add_argument("--k-sweep", type=positive_int, nargs="*", default=[],
+                        help="also estimate -log p(x) of the best size with each of these k (default: none)")
+    parser.add_argument("--k-sweep-images", type=positive_int, default=1000,
+                        help="test images for the k sweep (default: 1000)")
     return parser.parse_args(argv)
 
 
-def train_size(latent_dim: int, run_dir: Path, args: argparse.Namespace) -> Path:
-    """Train (or finish) one latent size through train.py; returns its checkpoint."""
-    ckpt = run_dir / "checkpoints" / "last.pt"
+def train_flags_for(latent_dim: int, run_dir: Path, args: argparse.Namespace) -> list[str] | None:
+    """train.py's flags for one latent size, or None when its run is already complete."""
+    flags = train_flags(run_dir / "checkpoints" / "last.pt", args.epochs, "vae")
+    if flags is None:
+        print(f"latent {latent_dim}: {run_dir} already has {args.epochs} epochs, not retrained", flush=True)
+        return None
     argv = ["--latent-dim", str(latent_dim), "--epochs", str(args.epochs), "--out-dir", str(run_dir),
             "--data-dir", str(args.data_dir), "--dataset", args.dataset, "--device", args.device,
-            "--seed", str(args.seed), "--download" if args.download else "--no-download"]
-    if args.batch_size is not None:
-        argv += ["--batch-size", str(args.batch_size)]
-    flags = train_flags(ckpt, args.epochs, "vae")
-    if flags is None:
-        print(f"latent {latent_dim}: {ckpt} already has {args.epochs} epochs, not retrained", flush=True)
-        return ckpt
-    vae_train.main([*argv, *flags])
-    return ckpt
+            "--seed", str(args.seed), "--binarize", args.binarize, "--download" if args.download else "--no-download"]
+    for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return [*argv, *flags]
+
+
+def train_sizes(args: argparse.Namespace) -> dict[int, Path]:
+    """Train (or finish) every latent size through train.py; returns their checkpoints."""
+    runs = {d: args.out_dir / f"latent_{d}" for d in args.latent_dims}
+    todo = [(d, flags) for d in runs if (flags := train_flags_for(d, runs[d], args)) is not None]
+    if args.jobs > 1:
+        run_in_parallel([(f"d={d}", train_command("vae", flags)) for d, flags in todo], args.jobs,
+                        share_cores=args.device in ("auto", "cpu") and not torch.cuda.is_available())
+    else:
+        for _, flags in todo:
+            vae_train.main(flags)
+    return {d: run / "checkpoints" / "last.pt" for d, run in runs.items()}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -83,13 +110,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         post = r["posterior"]
         lines.append(f"| {r['latent_dim']} | {r['neg_elbo']:.2f} | {r['recon']:.2f} | {r['kl']:.2f} | "
-                     f"{r['iwae']['nll']:.2f} | {post['active_units']['active']} of {r['latent_dim']} | "
+                     f"{r['iwae']['nll']:.2f} ± {r['iwae']['se']:.2f} | {post['active_units']['active']} of "
+                     f"{r['latent_dim']} | "
                      f"{post['aggregate_kl']['kl']:.2f} | {r['epochs']} |")
     lines.append("")
     for r in rows:  # largest first: how the KL (the information in z) spreads over the dimensions
         per_dim = sorted(r["posterior"]["kl_per_dim"], reverse=True)
         lines.append(f"KL per dimension, d = {r['latent_dim']} (nats, largest first): "
                      + ", ".join(f"{v:.2f}" for v in per_dim))
+        for est in r.get("k_sweep", []):
+            lines.append(f"d = {r['latent_dim']}: IWAE −log p(x) with k = {est['k']} on {est['images']} images: "
+                         f"{est['nll']:.2f} ± {est['se']:.2f}")
     return "\n".join(lines)
 
 
@@ -97,9 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
         device = get_device(args.device)
-        checkpoints = {d: train_size(d, args.out_dir / f"latent_{d}", args) for d in args.latent_dims}
+        checkpoints = train_sizes(args)
 
-        test = load_split(args.data_dir, args.dataset, "test", download=args.download)
+        test = evaluation_split(load_split(args.data_dir, args.dataset, "test", download=args.download), args.binarize)
         x_iwae = test.images[: args.iwae_images]
         rows, panels = [], []
         for d, ckpt in checkpoints.items():
@@ -114,6 +145,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             z = torch.randn(GRID * GRID, d, generator=torch.Generator().manual_seed(args.seed))
             panels.append((f"d = {d}", decode_codes(model, z).numpy()))
 
+        if args.k_sweep:
+            best = min(rows, key=lambda r: r["neg_elbo"])
+            model, _ = load_for_inference(checkpoints[best["latent_dim"]], device, kind="vae")
+            x_sweep = test.images[: args.k_sweep_images]
+            sweep = []
+            for k in args.k_sweep:
+                print(f"latent {best['latent_dim']}: IWAE with k={k} on {len(x_sweep)} images ...", flush=True)
+                sweep.append(iwae_nll(model, x_sweep, k, seed=args.seed))
+            best["k_sweep"] = sweep
+
         dims = [r["latent_dim"] for r in rows]
         curve_figure = figures.plot_latent_study(
             dims, {"test −ELBO": [r["neg_elbo"] for r in rows],
@@ -122,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         samples_figure = figures.plot_image_panels(panels, GRID, GRID, args.out_dir / "latent_samples.png",
                                                    title="VAE: decoded z ~ N(0, I) by latent size")
         study = {"rows": rows, "settings": {"epochs": args.epochs, "dataset": args.dataset, "seed": args.seed,
+                                            "binarize": args.binarize, "lr": args.lr, "batch_size": args.batch_size,
                                             "iwae_k": args.iwae_k, "iwae_images": len(x_iwae), "device": str(device)}}
         write_json(args.out_dir / "study.json", study)
     print(format_table(rows))

@@ -49,3 +49,19 @@ def test_latent_study_end_to_end(tmp_path, tiny_mnist, capsys):
     with pytest.raises(SystemExit) as exc:
         latent_study.main(argv)
     assert str(exc.value.code).startswith("error:") and "more than --epochs 1" in str(exc.value.code)
+
+
+def test_binarized_likelihood_mode_with_parallel_runs_and_a_k_sweep(tmp_path, tiny_mnist, capsys):
+    out = tmp_path / "likelihood"
+    argv = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--latent-dims", "2", "4", "--epochs", "1",
+            "--batch-size", "32", "--iwae-k", "4", "--iwae-images", "40", "--device", "cpu", "--no-download",
+            "--binarize", "dynamic", "--jobs", "2", "--k-sweep", "2", "8", "--k-sweep-images", "10"]
+    study = latent_study.main(argv)
+    assert study["settings"]["binarize"] == "dynamic"
+    for row in study["rows"]:
+        state = torch.load(row["checkpoint"], weights_only=True)
+        assert state["train"]["binarize"] == "dynamic" and state["config"]["latent_dim"] == row["latent_dim"]
+        assert row["iwae"]["images"] == 40 and row["iwae"]["se"] > 0
+    best = min(study["rows"], key=lambda r: r["neg_elbo"])
+    assert [est["k"] for est in best["k_sweep"]] == [2, 8] and best["k_sweep"][0]["images"] == 10
+    assert "IWAE −log p(x) with k = 8 on 10 images" in capsys.readouterr().out

@@ -287,10 +287,12 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
     return -0.5 * (diff.pow(2) / logvar.exp().unsqueeze(0) + logvar.unsqueeze(0) + LOG_2PI).sum(-1)
 
 
-def aggregate_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+def aggregate_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log q(z) of the aggregate posterior q(z) = (1/M) sum_m N(z; mu_m, diag(exp(logvar_m))), the
-    mixture of the M posteriors: z (S, d) -> (S,), float64, evaluated exactly, `chunk` points at a time."""
+    mixture of the M posteriors: z (S, d) -> (S,), float64, evaluated exactly, in chunks of points
+    that keep the (chunk, M, d) intermediate near 32 M numbers (256 MB)."""
     mu, logvar = mu.double(), logvar.double()
+    chunk = max(1, 2**25 // (mu.shape[0] * mu.shape[1]))
     out = [torch.logsumexp(_log_normal(part.double(), mu, logvar), 1) - math.log(len(mu))
            for part in z.split(chunk)]
     return torch.cat(out)

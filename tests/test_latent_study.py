@@ -55,7 +55,7 @@ def test_binarized_likelihood_mode_with_parallel_runs_and_a_k_sweep(tmp_path, ti
     out = tmp_path / "likelihood"
     argv = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--latent-dims", "2", "4", "--epochs", "1",
             "--batch-size", "32", "--iwae-k", "4", "--iwae-images", "40", "--device", "cpu", "--no-download",
-            "--binarize", "dynamic", "--jobs", "2", "--k-sweep", "2", "8", "--k-sweep-images", "10"]
+            "--binarize", "dynamic", "--jobs", "2", "--k-sweep", "2", "8", "--k-sweep-images", "10", "--final-k", "6"]
     study = latent_study.main(argv)
     assert study["settings"]["binarize"] == "dynamic"
     for row in study["rows"]:
@@ -64,4 +64,6 @@ def test_binarized_likelihood_mode_with_parallel_runs_and_a_k_sweep(tmp_path, ti
         assert row["iwae"]["images"] == 40 and row["iwae"]["se"] > 0
     best = min(study["rows"], key=lambda r: r["neg_elbo"])
     assert [est["k"] for est in best["k_sweep"]] == [2, 8] and best["k_sweep"][0]["images"] == 10
-    assert "IWAE −log p(x) with k = 8 on 10 images" in capsys.readouterr().out
+    assert best["iwae_final"]["k"] == 6 and best["iwae_final"]["images"] == 40
+    printed = capsys.readouterr().out
+    assert "IWAE −log p(x) with k = 8 on 10 images" in printed and "with k = 6 on 40 images" in printed

@@ -89,10 +89,12 @@ def find_code_history(checkpoint: str | os.PathLike, state: dict) -> CodeHistory
     embedded = state.get("latent_codes")
     if isinstance(embedded, dict):
         try:
-            arrays = [np.asarray(embedded[key]) for key in ("epochs", "codes", "labels", "indices")]
+            epochs, codes, labels, indices = (np.asarray(embedded[key]) for key in
+                                              ("epochs", "codes", "labels", "indices"))
         except (KeyError, TypeError, ValueError):
             raise ProjectError(f"{checkpoint} holds a malformed latent_codes entry") from None
-        return CodeHistory(*arrays)
+        return CodeHistory(epochs.astype(np.int64), codes.astype(np.float32), labels.astype(np.int64),
+                           indices.astype(np.int64))
     checkpoint = Path(checkpoint)
     candidate = checkpoint.parent.parent / FILE_NAME
     if checkpoint.parent.name == "checkpoints" and candidate.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
@@ -12,22 +13,52 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def accelerator() -> torch.device | None:
+    """This machine's accelerator (CUDA, MPS, ...) if one is usable, through torch.accelerator."""
+    if not torch.accelerator.is_available():
+        return None
+    return torch.accelerator.current_accelerator()
+
+
 def get_device(name: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; an explicit device must be available."""
+    """'auto' picks the accelerator (cuda or mps, whichever this build has), else cpu; an explicit
+    device must be available."""
     base = name.split(":")[0]
     if base not in DEVICES:
         raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
+    found = accelerator()
     if base == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if base == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' requested but CUDA is not available")
-    if base == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("device 'mps' requested but MPS is not available")
+        return torch.device(found.type) if found is not None else torch.device("cpu")
+    if base != "cpu" and (found is None or found.type != base):
+        raise DeviceError(f"device {base!r} requested but {base.upper()} is not available")
     return torch.device(name)
+
+
+def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Fork the CPU's random stream and, on an accelerator, that device's: code run inside may
+    reseed freely (evaluation does) and the training stream continues afterwards untouched."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The random state a resumed run needs: the CPU's and, on an accelerator, that device's."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type != "cpu":
+        state["device_type"] = device.type
+        state["device"] = torch.get_device_module(device.type).get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what rng_state saved; an accelerator's state only on that kind of device (a CUDA
+    run resumed on a CPU keeps the CPU stream and draws the rest afresh)."""
+    torch.set_rng_state(state["torch"])
+    if device.type != "cpu" and state.get("device_type") == device.type:
+        torch.get_device_module(device.type).set_rng_state(state["device"])
+    elif device.type == "cuda" and "cuda" in state:  # checkpoints written before the accelerator API
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def bf16_is_fast(device: torch.device) -> bool:

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.data import iterate_batches
+from common.device import fork_rng
 from common.errors import TrainingError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, C, H, W) in [0, 1], labels (N,)
@@ -123,8 +124,7 @@ def evaluate(
     model.eval()
     x = data[0]
     sums: dict[str, torch.Tensor] = {}
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.inference_mode():
+    with fork_rng(x.device), torch.inference_mode():
         torch.manual_seed(seed)
         for batch in iterate_batches(data, batch_size):
             with amp():

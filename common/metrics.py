@@ -86,8 +86,7 @@ def histogram_entropy(counts: np.ndarray | torch.Tensor) -> float:
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or len(counts) < 2 or (counts < 0).any() or counts.sum() <= 0:
         raise ValueError("need a 1-D histogram with at least 2 bins, non-negative and not all zero")
-    p = counts[counts > 0] / counts.sum()
-    return float((p * np.log(1.0 / p)).sum() / math.log(len(counts)))  # a single bin gives +0.0, not -0.0
+    return float(scipy.stats.entropy(counts) / math.log(len(counts))) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def class_entropy(predicted: np.ndarray | torch.Tensor, num_classes: int = 10) -> float:

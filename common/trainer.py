@@ -33,7 +33,7 @@ from common.codes import balanced_labels, decode_codes, encode_codes
 from common.conv import ConvNetConfig
 from common.data import (BINARIZATIONS, DATASETS, binarization_generator, binarized, epoch_generator,
                          evaluation_split, iterate_batches, load_dataset)
-from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
+from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision, rng_state, set_rng_state
 from common.errors import CheckpointError, TrainingError
 from common.files import check_writable, write_json
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
@@ -118,19 +118,6 @@ def stop_on_signals() -> Iterator[Any]:
             signal.signal(s, h)
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def snapshot_epoch(model: nn.Module, epoch: int, step: int, out_dir: Path, test_x: torch.Tensor,
                    test_y: torch.Tensor, subset: torch.Tensor, writer: Any | None) -> None:
     """After each epoch: the codes of the fixed test subset into latent_codes.npz; with TensorBoard
@@ -153,7 +140,7 @@ def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str
     try:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"], next(model.parameters()).device)
     except (RuntimeError, ValueError, TypeError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{ckpt_path} cannot be resumed, its saved state does not fit: {reason[:200]}") from None
@@ -272,7 +259,7 @@ def run_training(
                 save_checkpoint(ckpt_path, {
                     "kind": kind, "config": dataclasses.asdict(config), "model": unwrap(model).state_dict(),
                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                    "rng": rng_state(), "train": dataclasses.asdict(tc), "argv": list(argv),
+                    "rng": rng_state(device), "train": dataclasses.asdict(tc), "argv": list(argv),
                 })
                 kept = f"{ckpt_path} holds epoch {epoch}"
                 write_json(out_dir / "history.json", history)

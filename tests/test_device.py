@@ -12,19 +12,23 @@ from common.errors import DeviceError
 from variational_autoencoder.model import VAE, VAEConfig
 
 
-def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert dev.get_device("auto").type == "cuda"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert dev.get_device("auto").type == "mps"
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+def mock_accelerator(monkeypatch, kind):
+    """Pretend this machine's accelerator (through torch.accelerator) is `kind`, or that it has none."""
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: kind is not None)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator",
+                        lambda check_available=False: None if kind is None else torch.device(kind))
+
+
+def test_auto_picks_the_accelerator_else_cpu(monkeypatch):
+    for kind in ("cuda", "mps"):
+        mock_accelerator(monkeypatch, kind)
+        assert dev.get_device("auto").type == kind
+    mock_accelerator(monkeypatch, None)
     assert dev.get_device("auto").type == "cpu"
 
 
 def test_explicit_device_must_exist(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    mock_accelerator(monkeypatch, None)
     with pytest.raises(DeviceError, match="CUDA is not available"):
         dev.get_device("cuda")
     with pytest.raises(DeviceError, match="MPS is not available"):
@@ -32,6 +36,53 @@ def test_explicit_device_must_exist(monkeypatch):
     with pytest.raises(DeviceError, match="unknown device"):
         dev.get_device("tpu")
     assert dev.get_device("cpu").type == "cpu"
+    mock_accelerator(monkeypatch, "mps")  # a Mac: CUDA is still refused
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        dev.get_device("cuda")
+    assert dev.get_device("mps").type == "mps"
+
+
+class FakeDeviceModule:
+    """Stands in for torch.mps: a random state that code inside the fork may change."""
+
+    def __init__(self):
+        self.state = torch.tensor([7], dtype=torch.uint8)
+        self.calls = []
+
+    def get_rng_state(self, device=None):
+        self.calls.append("get")
+        return self.state.clone()
+
+    def set_rng_state(self, state, device=None):
+        self.calls.append("set")
+        self.state = state.clone()
+
+    def device_count(self):
+        return 1
+
+    def _is_in_bad_fork(self):
+        return False
+
+    def manual_seed(self, seed):
+        self.state = torch.tensor([seed % 256], dtype=torch.uint8)
+
+
+def test_evaluation_forks_the_accelerators_random_stream(monkeypatch):
+    fake = FakeDeviceModule()
+    monkeypatch.setattr(torch, "mps", fake)
+    monkeypatch.setattr(torch, "get_device_module", lambda kind=None: fake)
+    cpu_before = torch.get_rng_state()
+    with dev.fork_rng(torch.device("mps")):
+        torch.manual_seed(123)  # as evaluation does: reseeds the CPU and the device
+        assert fake.state.item() == 123
+    assert fake.state.item() == 7 and fake.calls[0] == "get" and fake.calls[-1] == "set"
+    assert torch.equal(torch.get_rng_state(), cpu_before)
+    # and the resume state carries that device's stream
+    saved = dev.rng_state(torch.device("mps"))
+    assert saved["device_type"] == "mps" and saved["device"].item() == 7
+    fake.state = torch.tensor([1], dtype=torch.uint8)
+    dev.set_rng_state(saved, torch.device("mps"))
+    assert fake.state.item() == 7
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
@@ -69,7 +120,7 @@ def test_bf16_autocast_runs_convolutions_in_bf16_and_losses_stay_fp32():
     ("experiments.latent_study", ["--latent-dims", "2"]),
 ])
 def test_an_unavailable_device_is_one_line_error_in_every_script(module, argv, monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    mock_accelerator(monkeypatch, None)
     monkeypatch.chdir(tmp_path)
     for kind in ("ae", "vae"):  # checkpoints for the scripts that read one before choosing the device
         save_checkpoint(tmp_path / f"{kind}.pt", {"kind": kind, "config": {}, "model": {}})

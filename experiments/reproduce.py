@@ -1,13 +1,13 @@
-"""Reproduce every figure and number of the README in one command.
+"""Reproduce the README's main results in one command.
 
     python -m experiments.reproduce --data-dir ../shared/data
 
-Trains the AE and the VAE with train.py's defaults, draws every plot.py figure for both, runs
-the AE-vs-VAE comparison, and prints how long each stage took. Outputs go to --out-dir
-(default: results/): ae/ and vae/ (checkpoints, history.json, figures/) and compare/
-(ae_vs_vae.png, metrics.json). A stage whose model is already trained to the requested epochs
-is skipped, one trained part-way is resumed, one trained longer is refused (its schedule differs);
---overwrite starts both models afresh.
+Trains the AE, the VAE and the conditional VAE with train.py's defaults (on a CPU two at a time,
+one thread each), draws every plot.py figure for each, runs the comparison, writes the shipped
+models, and prints how long each stage took. Outputs go to --out-dir (default: results/): ae/,
+vae/, cvae/ (checkpoints, history.json, run.json, latent_codes.npz, figures/), compare/ and
+models/. A model already trained to the requested epochs is skipped, one trained part-way is
+resumed, one trained longer is refused (its schedule differs); --overwrite starts them afresh.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from common.device import DEVICES
 from common.errors import exit_on_error
 from common.options import positive_int
 from common.trainer import TrainConfig
-from experiments import compare
-from experiments.runs import MODEL_PACKAGES, run_in_parallel, train_command, train_flags
+from experiments import compare, ship
+from experiments.runs import run_in_parallel, train_command, train_flags
 from variational_autoencoder import plot as vae_plot
 from variational_autoencoder import train as vae_train
 from vanila_autoencoder import plot as ae_plot
@@ -34,7 +34,7 @@ from vanila_autoencoder import train as ae_train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train both models, draw every figure, compare them; timed.")
+    p = argparse.ArgumentParser(description="Train the three models, draw every figure, compare them; timed.")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/ (default: data)")
     p.add_argument("--out-dir", type=Path, default=Path("results"), help="(default: results)")
     p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
@@ -43,12 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples (default: 1000)")
     p.add_argument("--iwae-images", type=positive_int, default=1000, help="test images for the IWAE (default: 1000)")
     p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
-                   help="train the two models at the same time, one CPU thread each (default: on a CPU "
-                        "with 2+ cores; measured 1.3x the throughput of one run on 2 threads)")
-    p.add_argument("--overwrite", action="store_true", help="retrain both models from scratch")
+                   help="train two models at a time, one CPU thread each (default: on a CPU with 2+ cores; "
+                        "measured 1.3x the throughput of one run on 2 threads)")
+    p.add_argument("--overwrite", action="store_true", help="retrain the models from scratch")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail instead of trying to download missing data")
     return p.parse_args(argv)
+
+
+# run name -> (model kind, extra train.py flags): the three models of the README
+RUNS = {"ae": ("ae", []), "vae": ("vae", []), "cvae": ("vae", ["--conditional"])}
+TRAIN_MAIN = {"ae": ae_train.main, "vae": vae_train.main}
+PLOT_MAIN = {"ae": ae_plot.main, "vae": vae_plot.main}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -65,32 +71,33 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         timings[name] = time.perf_counter() - t0
         print(f"=== {name}: {timings[name]:.1f} s", flush=True)
 
+    checkpoint = {name: args.out_dir / name / "checkpoints" / "last.pt" for name in RUNS}
     t_start = time.perf_counter()
     with exit_on_error():
         jobs: dict[str, list[str]] = {}
-        for name in MODEL_PACKAGES:
-            out = args.out_dir / name
-            flags = train_flags(out / "checkpoints" / "last.pt", args.epochs, name, args.overwrite)
+        for name, (kind, extra) in RUNS.items():
+            flags = train_flags(checkpoint[name], args.epochs, kind, args.overwrite)
             if flags is None:
-                print(f"\n=== train {name}: {out}/checkpoints/last.pt already has {args.epochs} epochs, skipped")
+                print(f"\n=== train {name}: {checkpoint[name]} already has {args.epochs} epochs, skipped")
             else:
-                jobs[name] = [*common_flags, "--out-dir", str(out), "--epochs", str(args.epochs), *flags]
+                jobs[name] = [*common_flags, *extra, "--out-dir", str(args.out_dir / name),
+                              "--epochs", str(args.epochs), *flags]
         parallel = args.parallel if args.parallel is not None else (
             args.device in ("auto", "cpu") and not torch.cuda.is_available() and (os.cpu_count() or 1) >= 2)
-        if parallel and len(jobs) == 2:
-            stage("train ae + vae (in parallel)",
-                  lambda: run_in_parallel([(name, train_command(name, flags)) for name, flags in jobs.items()], 2))
+        if parallel and jobs:  # one thread per run even when one is left: the same numbers either way
+            stage(f"train {' + '.join(jobs)} (two at a time)", lambda: run_in_parallel(
+                [(name, train_command(RUNS[name][0], flags)) for name, flags in jobs.items()], 2))
         else:
             for name, flags in jobs.items():
-                train = ae_train if name == "ae" else vae_train
-                stage(f"train {name}", lambda: train.main(flags))
-        for name, plot in (("ae", ae_plot), ("vae", vae_plot)):
-            stage(f"plot {name}", lambda: plot.main(["--out-dir", str(args.out_dir / name), *common_flags]))
+                stage(f"train {name}", lambda: TRAIN_MAIN[RUNS[name][0]](flags))
+        for name, (kind, _) in RUNS.items():
+            stage(f"plot {name}", lambda: PLOT_MAIN[kind](["--out-dir", str(args.out_dir / name), *common_flags]))
         stage("compare", lambda: compare.main([
-            "--ae", str(args.out_dir / "ae" / "checkpoints" / "last.pt"),
-            "--vae", str(args.out_dir / "vae" / "checkpoints" / "last.pt"),
+            "--ae", str(checkpoint["ae"]), "--vae", str(checkpoint["vae"]), "--cvae", str(checkpoint["cvae"]),
             "--out-dir", str(args.out_dir / "compare"), *common_flags,
             "--iwae-k", str(args.iwae_k), "--iwae-images", str(args.iwae_images)]))
+        stage("ship", lambda: ship.main([*(str(args.out_dir / name) for name in RUNS),
+                                         "--out-dir", str(args.out_dir / "models")]))
     timings["total"] = time.perf_counter() - t_start
     print("\n| stage | seconds |\n|---|---:|")
     for name, seconds in timings.items():

@@ -41,6 +41,7 @@ from common.machine import describe_run_environment
 from common.options import add_options, merge_options, option, positive_float, positive_int
 from common.tensorboard_log import log_embedding, log_image_grid, log_terms, open_writer
 
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # its git commit goes into run.json
 SAMPLE_GRID = 10  # TensorBoard's prior-sample grid is SAMPLE_GRID x SAMPLE_GRID
 
@@ -66,12 +67,17 @@ class TrainConfig:
     precision: str = option("auto", "bf16 autocast or fp32; auto: bf16 where the hardware is fast at it",
                             choices=PRECISIONS, runtime=True)
     channels_last: bool = option(True, "NHWC memory format: faster convolutions on CPU and GPU", runtime=True)
-    compile: bool = option(False, "wrap the model in torch.compile", runtime=True)
+    compile: str = option("off", "torch.compile the model: off, default, or reduce-overhead (CUDA graphs: fewer "
+                                 "kernel launches on a GPU)", choices=COMPILE_MODES, runtime=True)
     eval_batch_size: int = option(1000, "images per batch when evaluating", parse=positive_int, runtime=True)
     log_every: int = option(50, "steps between progress-bar refreshes (each one syncs the device)",
                             parse=positive_int, runtime=True)
     tensorboard: bool = option(False, "also log to <out-dir>/tensorboard/ (pip install -e .[tensorboard])",
                                runtime=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # checkpoints written when --compile was a switch
+            self.compile = "default" if self.compile else "off"
 
 
 def build_parser(description: str, config_cls: type[ConvNetConfig], default_out_dir: Path) -> argparse.ArgumentParser:
@@ -196,7 +202,7 @@ def run_training(
     # The whole dataset lives on the device from here on: no per-step host -> device copies.
     train_data = (train.images.to(device).contiguous(memory_format=memory_format), train.labels.to(device))
     test_data = (test.images.to(device).contiguous(memory_format=memory_format), test.labels.to(device))
-    fast_model = torch.compile(model) if tc.compile else model
+    fast_model = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
     amp = lambda: autocast(device, precision)  # noqa: E731
     subset = code_history.subset_indices(len(test))
     steps = math.ceil(len(train) / tc.batch_size)

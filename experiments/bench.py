@@ -1,33 +1,47 @@
-"""Training-step throughput: the project's default path against a plain PyTorch loop, in one run.
+"""Throughput: the project's default path against a plain PyTorch loop, in one run, and what a
+user waits for.
 
-    python -m experiments.bench                 # CPU, both models
-    python -m experiments.bench --device cuda   # the same on a GPU
+    python -m experiments.bench --data-dir ../shared/data                # CPU, both models
+    python -m experiments.bench --device cuda --data-dir ../shared/data  # the same on a GPU
 
 The reference is the same architecture and loss trained the plain way: fp32, NCHW, eager,
-batch 128, `loss.item()` every step. The default path is what train.py does: channels_last,
-bf16 autocast where the hardware is fast at it (--precision auto), the real `train_one_epoch`
-(no per-step sync). Rounds alternate reference / default so that machine noise hits both; the
-median of the rounds is reported, and the ratio is taken within this one run.
+batch 128, `loss.item()` every step. The default path is what train.py does: its memory format
+and precision for this machine (--precision auto), the real `train_one_epoch` (no per-step
+sync). Rounds alternate reference / default so that machine noise hits both; the median of the
+rounds is reported, and the ratio is taken within this one run.
+
+With --data-dir (real MNIST) it also times a whole default epoch the way a user runs it,
+`python -m <model>.train --epochs 1`, from start to exit (imports, data, the epoch with its
+progress bar and schedule, evaluation, checkpoint), and reports it as images/s of the epoch and
+against the reference. The header gives the CPU's ISA, threads, torch version and the measured
+fp32 matrix-product peak; the table the share of that peak each path reaches.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from common.data import iterate_batches
-from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
-from common.errors import exit_on_error
+from common.data import IMAGE_SIZE, iterate_batches
+from common.device import DEVICES, PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
+from common.errors import ProjectError, exit_on_error
 from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
+from common.machine import cpu_isa_features, cpu_model_name, isa_summary
 from common.options import positive_int
-from common.trainer import TrainConfig
+from common.trainer import COMPILE_MODES, TrainConfig
+from experiments.runs import MODEL_PACKAGES
 from variational_autoencoder import train as vae_train
 from variational_autoencoder.model import VAE, VAEConfig
 from vanila_autoencoder import train as ae_train
@@ -95,18 +109,60 @@ def timed_eval(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, batch_size: i
     return len(x) / (time.perf_counter() - t0)
 
 
+def format_name(memory_format: torch.memory_format) -> str:
+    return "channels_last" if memory_format == torch.channels_last else "NCHW"
+
+
 def describe_machine(device: torch.device) -> str:
+    """The device, and on a CPU the ISA that actually runs (AVX2 / AVX-512 / AVX-512 BF16 / AMX,
+    capped where ONEDNN_MAX_CPU_ISA or ATEN_CPU_CAPABILITY says so), the threads and torch's version."""
     if device.type == "cuda":
-        what = torch.cuda.get_device_name(device)
-    else:
-        what = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                what = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        what += f", {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
-    return f"{what}; torch {torch.__version__}"
+        return f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}"
+    features = cpu_isa_features()
+    capped = [f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+              if name in os.environ]
+    isa = isa_summary(features) + (f", capped by {' '.join(capped)}" if capped else "")
+    return (f"{cpu_model_name() or platform.machine()}, ISA {isa}, torch kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 1024,
+                seconds: float = 1.0) -> float:
+    """Measured GFLOP/s of a square matrix product, the most this machine gives one op."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up
+    _sync(device)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * size**3 * count / (time.perf_counter() - t0) / 1e9
+
+
+def step_flops(build: Callable[[], nn.Module], loss_fn: LossFn, batch_size: int) -> float:
+    """Floating-point operations of one training step (forward and backward) per image, counted
+    by torch's FlopCounterMode (convolutions and matrix products; elementwise work is not counted)."""
+    model = build()
+    x = torch.rand(batch_size, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(model, (x, labels(x)))["loss"].backward()
+    return counter.get_total_flops() / batch_size
+
+
+def all_in_epoch(kind: str, data_dir: str, precision: str, device: str, extra: list[str]) -> float:
+    """Seconds of `python -m <model>.train --epochs 1` with train.py's defaults, from start to
+    exit: what a user waits for (imports, data, the epoch, evaluation, checkpoint)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", f"{MODEL_PACKAGES[kind]}.train", "--epochs", "1", "--data-dir", data_dir,
+               "--no-download", "--out-dir", out, "--precision", precision, "--device", device, *extra]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise ProjectError(f"the timed train.py run failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,12 +172,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
                    help=f"batch of the default path (default: {TrainConfig.batch_size}, train.py's default)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="of the default path (default: auto)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the default path's model")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                   help="torch.compile the default path's model (default: off, as train.py)")
     p.add_argument("--steps", type=positive_int, default=40, help="timed steps per measurement (default: 40)")
     p.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds (default: 5)")
     p.add_argument("--eval-images", type=positive_int, default=10_000, help="(default: 10000)")
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--data-dir", help="with real MNIST here, also time a whole default train.py epoch per model "
+                                      "from start to exit (default: skip that)")
+    p.add_argument("--train-flags", default="", help="extra train.py flags for the whole-epoch run (default: none)")
     return p.parse_args(argv)
 
 
@@ -131,39 +191,62 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         device = get_device(args.device)
         precision = resolve_precision(args.precision, device)
     amp = lambda: autocast(device, precision)  # noqa: E731
+    train_format = memory_format_for(device, precision, training=True)
+    eval_format = memory_format_for(device, precision, training=False)
     print(f"device: {device} ({describe_machine(device)})")
-    print(f"reference: fp32, NCHW, eager, batch {REFERENCE_BATCH}; default path: {precision}, channels_last, "
-          f"batch {args.batch_size}{', torch.compile' if args.compile else ''}\n")
+    peak = matmul_peak(device)
+    print(f"measured fp32 matrix-product peak: {peak:,.0f} GFLOP/s")
+    print(f"reference: fp32, NCHW, eager, batch {REFERENCE_BATCH}, loss.item() every step; default path: {precision}, "
+          f"{format_name(train_format)} for training and {format_name(eval_format)} for evaluation, batch "
+          f"{args.batch_size}{'' if args.compile == 'off' else f', torch.compile {args.compile}'}\n")
     torch.manual_seed(args.seed)
     n = max(args.steps + args.warmup, 1) * max(args.batch_size, REFERENCE_BATCH)
-    x_nchw = torch.rand(n, 1, 28, 28, device=device)
-    x_nhwc = x_nchw.contiguous(memory_format=torch.channels_last)
-    x_eval = x_nhwc[: args.eval_images] if args.eval_images <= n else torch.rand(
-        args.eval_images, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    x_nchw = torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    x_train = x_nchw.contiguous(memory_format=train_format)
+    x_eval = torch.rand(args.eval_images, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
     lr = TrainConfig.lr
     results: dict[str, dict[str, float]] = {}
-    rows = []
+    rows, flop_notes = [], []
     for name in args.models:
         build, loss_fn = MODELS[name]
+        flops = step_flops(build, loss_fn, REFERENCE_BATCH)
+        flop_notes.append(f"{name.upper()} {flops / 1e6:.0f}")
         ref_model = build().to(device)
-        fast_model = build().to(device=device, memory_format=torch.channels_last)
-        fast = torch.compile(fast_model) if args.compile else fast_model
+        fast_model = build().to(device=device, memory_format=train_format)
+        fast = fast_model if args.compile == "off" else torch.compile(fast_model, mode=args.compile)
         reference_steps(ref_model, loss_fn, x_nchw, args.warmup, lr)
-        default_steps(fast, loss_fn, x_nhwc, args.warmup, lr, args.batch_size, amp)
+        default_steps(fast, loss_fn, x_train, args.warmup, lr, args.batch_size, amp)
         ref_rates, def_rates = [], []
         for _ in range(args.rounds):
             ref_rates.append(args.steps * REFERENCE_BATCH / reference_steps(ref_model, loss_fn, x_nchw, args.steps, lr))
             def_rates.append(args.steps * args.batch_size /
-                             default_steps(fast, loss_fn, x_nhwc, args.steps, lr, args.batch_size, amp))
-        eval_rate = timed_eval(fast, x_eval, loss_fn, TrainConfig.eval_batch_size, amp)
-        ref_eval_rate = timed_eval(ref_model, x_eval.contiguous(), loss_fn, REFERENCE_BATCH, contextlib.nullcontext)
+                             default_steps(fast, loss_fn, x_train, args.steps, lr, args.batch_size, amp))
+        fast_model.to(memory_format=eval_format)
+        eval_rate = timed_eval(fast, x_eval.contiguous(memory_format=eval_format), loss_fn,
+                               TrainConfig.eval_batch_size, amp)
+        ref_eval_rate = timed_eval(ref_model, x_eval, loss_fn, REFERENCE_BATCH, contextlib.nullcontext)
         ref, default = statistics.median(ref_rates), statistics.median(def_rates)
-        results[name] = {"reference_img_s": ref, "default_img_s": default, "speedup": default / ref,
-                         "reference_eval_img_s": ref_eval_rate, "default_eval_img_s": eval_rate}
-        rows.append(f"| {name.upper()} | {ref:,.0f} | {default:,.0f} | {default / ref:.2f}x | "
+        result = {"reference_img_s": ref, "default_img_s": default, "speedup": default / ref,
+                  "reference_eval_img_s": ref_eval_rate, "default_eval_img_s": eval_rate,
+                  "step_mflop_per_image": flops / 1e6, "peak_gflop_s": peak,
+                  "reference_share_of_peak": ref * flops / (peak * 1e9),
+                  "default_share_of_peak": default * flops / (peak * 1e9)}
+        if args.data_dir:
+            seconds = all_in_epoch(name, args.data_dir, args.precision, str(device), args.train_flags.split())
+            result["epoch_seconds"] = seconds
+            result["epoch_img_s"] = 60_000 / seconds
+            result["epoch_vs_reference"] = result["epoch_img_s"] / ref
+        results[name] = result
+        all_in = (f" | {result['epoch_seconds']:.1f} s = {result['epoch_img_s']:,.0f} img/s, "
+                  f"{result['epoch_vs_reference']:.2f}x" if args.data_dir else " | –")
+        rows.append(f"| {name.upper()} | {ref:,.0f} ({result['reference_share_of_peak']:.0%}) | "
+                    f"{default:,.0f} ({result['default_share_of_peak']:.0%}) | {default / ref:.2f}x{all_in} | "
                     f"{ref_eval_rate:,.0f} | {eval_rate:,.0f} |")
-    print("| model | reference train img/s | default train img/s | speed-up | reference eval img/s | default eval img/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"training step, MFLOP per image (forward and backward): {', '.join(flop_notes)}; in brackets: the "
+          f"share of the fp32 peak this gives\n")
+    print("| model | reference train img/s | default train img/s | speed-up | whole train.py epoch, start to exit "
+          "(vs reference) | reference eval img/s | default eval img/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     return results
 

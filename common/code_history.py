@@ -1,5 +1,6 @@
-"""The codes of a fixed subset of test images after every epoch (latent_codes.npz): how the latent
-space forms during training, for latent_evolution.gif and TensorBoard's projector.
+"""The codes of a fixed subset of test images after every epoch (latent_codes.npz).
+
+They show how the latent space forms during training: latent_evolution.gif and TensorBoard's projector.
 
 The subset is the same for every run (SUBSET_SIZE images drawn with SUBSET_SEED), so two runs'
 files can be shown side by side. The file holds plain arrays (np.savez, read with

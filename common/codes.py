@@ -1,5 +1,4 @@
-"""Encoding images to codes and decoding codes to images, in batches: the arrays that figures
-and metrics need.
+"""Images to codes and codes to images, in batches: the arrays that figures and metrics need.
 
 Works for every model through the shared interface: `code(x)` gives each image's point code
 (z for the AE, the posterior mean mu for the VAE); `decode(z)` gives pixel intensities.

@@ -1,4 +1,4 @@
-"""Drawing arrays into PNG files: each function takes arrays and a path, saves and returns the path.
+"""Drawing: arrays in, PNG or GIF files out; each function saves and returns its path.
 
 None of them runs a model (common/codes.py and common/plotter.py compute the arrays). They build
 `matplotlib.figure.Figure` objects directly and never touch pyplot's global state or backend, so

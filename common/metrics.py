@@ -1,6 +1,7 @@
-"""Numbers that compare generative models: pure functions of arrays, plus estimates that run a model
-(reconstruction: any model with `code(x)` and `decode_logits(z)`; likelihood: a VAE-like model
-with `encode(x) -> (mu, logvar)`).
+"""Numbers that compare generative models.
+
+Pure functions of arrays, plus estimates that run a model (reconstruction: any model with
+`code(x)` and `decode_logits(z)`; likelihood: a VAE-like model with `encode(x) -> (mu, logvar)`).
 
     frechet_distance(a, b)        Fréchet distance between Gaussians fitted to two feature sets
     class_entropy(labels)         entropy of the predicted-class histogram, normalised to [0, 1]

@@ -1,5 +1,7 @@
-"""Ways to draw latent codes to decode: uniform over the codes' box, or a Gaussian mixture fitted
-to them after training (the AE's fair chance, Ghosh et al. 2020). The prior N(0, I) needs no helper."""
+"""Ways to draw latent codes to decode, besides the prior N(0, I).
+
+Uniform over the codes' box, or a Gaussian mixture fitted to them after training (the AE's fair
+chance, Ghosh et al. 2020)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Throughput: the project's default path against a plain PyTorch loop, in one run, and what a
-user waits for.
+"""Throughput of the default path against a plain PyTorch loop, and the whole epoch a user waits for.
 
     python -m experiments.bench --data-dir ../shared/data                # CPU, both models
     python -m experiments.bench --device cuda --data-dir ../shared/data  # the same on a GPU

@@ -1,6 +1,8 @@
-"""A small CNN digit classifier that judges generated images (confidence, class spread, an MNIST
-"FID" on its penultimate features). Trained once on the training split and cached as a
-checkpoint; `load_or_train_classifier` reuses the file unless asked to retrain.
+"""The judge: a small CNN digit classifier that scores generated images.
+
+It gives confidence, class spread and an MNIST "FID" on its penultimate features. Trained once
+on the training split and cached as a checkpoint; `load_or_train_classifier` reuses the file
+unless asked to retrain.
 
     conv 3x3 (32) -> ReLU -> BN -> max-pool 2   28 -> 14
     conv 3x3 (64) -> ReLU -> BN -> max-pool 2   14 -> 7

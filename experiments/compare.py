@@ -1,5 +1,7 @@
-"""Compare a trained AE and VAE (and optionally a conditional VAE): reconstruction, latent geometry,
-the quality of generated samples under two judges, likelihood and posterior diagnostics.
+"""Compare a trained AE and VAE (and a conditional VAE): everything the README's results tables say.
+
+Reconstruction, latent geometry, the quality of generated samples under two judges, likelihood and
+posterior diagnostics.
 
     python -m experiments.compare --ae vanila_autoencoder/checkpoints/last.pt \
         --vae variational_autoencoder/checkpoints/last.pt --data-dir ../shared/data --out-dir comparison

@@ -1,6 +1,7 @@
-"""Latent-size study: train the VAE at several latent sizes with the same settings, then measure
-test -ELBO, the IWAE estimate of -log p(x), the active units and the KL per latent dimension for
-each (cf. Kingma & Welling 2014, Fig. 2; Burda et al. 2016 for active units).
+"""The VAE at several latent sizes: train each with the same settings, then measure it.
+
+For each size: test -ELBO, the IWAE estimate of -log p(x), the active units and the KL per latent
+dimension (cf. Kingma & Welling 2014, Fig. 2; Burda et al. 2016 for active units).
 
     python -m experiments.latent_study --data-dir ../shared/data --out-dir latent_study \
         --latent-dims 2 5 10 20 --epochs 6 --device cuda

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     d = summary["diff"]
     line = f"\nmean bf16 - fp32 over {d['n']} seeds: {d['mean']:+.2f} nats"
     if "se" in d:
-        line += f" (sd {d['sd']:.2f}, standard error {d['se']:.2f}, 95 % interval {d['ci95_low']:+.2f} to {d['ci95_high']:+.2f})"
+        line += (f" (sd {d['sd']:.2f}, standard error {d['se']:.2f}, 95 % interval {d['ci95_low']:+.2f} to "
+                 f"{d['ci95_high']:+.2f})")
     print(line)
     return summary
 

@@ -51,7 +51,10 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """z = mu + sigma * eps with eps ~ N(0, I): the noise is an input, so gradients reach mu and
     logvar. `generator` gives reproducible noise (evaluation); None uses the global stream."""
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    # randn_like when there is no generator: the same numbers, and torch.compile can trace it with a
+    # symbolic batch size (torch.randn(mu.shape) cannot)
+    eps = torch.randn_like(mu) if generator is None else torch.randn(
+        mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 

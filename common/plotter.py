@@ -85,32 +85,33 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
     gen = torch.Generator().manual_seed(seed)
     d = model.latent_dim
     conditional = getattr(model, "conditional", False)
+    name = f"conditional {spec.name}" if conditional else spec.name  # for titles
     written: list[Path] = []
 
     pick = torch.randperm(len(test_x), generator=gen)[:num_images]
     written.append(figures.plot_reconstructions(
         test_x[pick].numpy(), reconstruct(model, test_x[pick], labels=test_y[pick]).numpy(),
         out_dir / "reconstructions.png",
-        title=f"{spec.name}: test digits (top) and reconstructions (bottom)"))
+        title=f"{name}: test digits (top) and reconstructions (bottom)"))
 
     codes = encode_codes(model, test_x, labels=test_y)  # (N, d): each image's point code
     dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
     written.append(figures.plot_latent_space(first_two_dims(codes.numpy()), test_y.numpy(),
                                              out_dir / "latent_space.png",
-                                             title=f"{spec.name}: test-set {spec.code_name}{dims}",
+                                             title=f"{name}: test-set {spec.code_name}{dims}",
                                              prior_circles=spec.prior_circles))
 
     terms = tuple(t for t in spec.loss_terms if history and f"test_{t}" in history[0])
     written.append(figures.plot_loss_curves(history, out_dir / "loss_curves.png", terms=terms,
-                                            title=f"{spec.name}: loss per epoch"))
+                                            title=f"{name}: loss per epoch"))
 
     n = GRID * GRID
     wanted = balanced_labels(n)  # for a conditional model: each row of the grid shows 0..9
     panels = [("z ~ N(0, I)", decode_codes(model, torch.randn(n, d, generator=gen), labels=wanted).numpy())]
-    for name, sampler in spec.extra_samplers:
-        panels.append((name, decode_codes(model, sampler(codes, n, gen), labels=wanted).numpy()))
+    for label, sampler in spec.extra_samplers:
+        panels.append((label, decode_codes(model, sampler(codes, n, gen), labels=wanted).numpy()))
     written.append(figures.plot_image_panels(panels, GRID, GRID, out_dir / "samples.png",
-                                             title=f"{spec.name}: decoded random codes"))
+                                             title=f"{name}: decoded random codes"))
 
     if d >= 2 and not conditional:
         axes = spec.manifold_axes(codes, MANIFOLD)
@@ -118,7 +119,7 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
         rest = "" if d == 2 else f"; z[2:{d}] = 0"
         written.append(figures.plot_image_grid(
             grid, MANIFOLD, MANIFOLD, out_dir / "manifold.png",
-            title=f"{spec.name}: decoded grid over z[0], z[1] at {spec.manifold_label}{rest}"))
+            title=f"{name}: decoded grid over z[0], z[1] at {spec.manifold_label}{rest}"))
 
     pairs, steps = 8, 10
     ends = torch.randperm(len(test_x), generator=gen)[: 2 * pairs]
@@ -126,13 +127,13 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
     start_labels = test_y[ends[:pairs]].repeat_interleave(steps)  # a conditional model keeps the first digit
     written.append(figures.plot_image_grid(decode_codes(model, z, labels=start_labels).numpy(), pairs, steps,
                                            out_dir / "interpolation.png",
-                                           title=f"{spec.name}: straight lines between two test digits' codes"))
+                                           title=f"{name}: straight lines between two test digits' codes"))
 
     if conditional:
-        written.append(conditional_grid(model, out_dir / "conditional_grid.png", spec.name, seed))
+        written.append(conditional_grid(model, out_dir / "conditional_grid.png", name, seed))
 
     if codes_per_epoch is not None:
-        panel = (f"{spec.name} {spec.code_name}", codes_per_epoch.epochs, first_two_dims(codes_per_epoch.codes),
+        panel = (f"{name} {spec.code_name}", codes_per_epoch.epochs, first_two_dims(codes_per_epoch.codes),
                  codes_per_epoch.labels, spec.prior_circles)
         written.append(figures.plot_latent_evolution([panel], out_dir / "latent_evolution.gif"))
     return written

@@ -104,3 +104,16 @@ def test_conditional_vae_uses_the_label_and_keeps_the_unconditional_api():
     assert cvae.decoder.fc.in_features == plain.decoder.fc.in_features + 10
     with torch.inference_mode():  # an unconditional model ignores labels
         assert torch.equal(plain.eval().decode(z, zeros), plain.decode(z))
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_the_training_step_traces_under_torch_compile_with_any_batch_size(conditional):
+    # backend="eager" runs dynamo's tracing (what --compile needs) without compiling kernels: seconds on a CPU
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(conditional=conditional))
+    compiled = torch.compile(model, backend="eager", dynamic=True, fullgraph=True)
+    for n in (5, 7):  # two batch sizes: the second runs the graph traced with a symbolic size
+        x, y = torch.rand(n, 1, 28, 28), torch.arange(n) % 10
+        out = compiled(x, y)
+        assert out.logits.shape == (n, 1, 28, 28) and out.z.shape == (n, 2)

@@ -38,16 +38,17 @@ class TinyModel(nn.Module):
                                      nn.Linear(config.hidden, config.latent_dim))
         self.decoder = nn.Sequential(nn.Linear(config.latent_dim, 28 * 28), nn.Unflatten(1, (1, 28, 28)))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    # the shared interface: every method takes labels y, which this model ignores
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(x)
 
-    def code(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(x)
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))
 
 

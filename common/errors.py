@@ -33,6 +33,10 @@ class TrainingError(ProjectError):
     """Settings or a run state that stop training (or a script driving training)."""
 
 
+class WriteError(ProjectError):
+    """A file that could not be written (disk full, no permission, ...); nothing was replaced."""
+
+
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
     """Turn a ProjectError into `error: <message>` on stderr and exit status 1, and Ctrl-C

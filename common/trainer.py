@@ -31,7 +31,7 @@ from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint,
 from common.conv import ConvNetConfig
 from common.data import DATASETS, epoch_generator, iterate_batches, load_dataset
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
-from common.errors import CheckpointError, TrainingError
+from common.errors import CheckpointError, TrainingError, WriteError
 from common.files import check_writable, write_json
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
 from common.options import add_options, merge_options, option, positive_float, positive_int
@@ -239,9 +239,8 @@ def run_training(
                 write_json(out_dir / "history.json", history)
                 if epoch == start_epoch + 1:  # with the first checkpoint: a run that fails early replaces nothing
                     write_json(out_dir / "run.json", run_info)
-            except OSError as err:  # disk full, folder removed, ...: the replaced files are intact
-                raise TrainingError(f"cannot write {err.filename or ckpt_path}: {err.strerror}; "
-                                    f"training stopped and {kept}") from None
+            except WriteError as err:  # disk full, folder removed, ...: names the file, which is left as it was
+                raise TrainingError(f"{err}; training stopped and {kept}") from None
             print(f"epoch {epoch}/{tc.epochs}  train loss {train_terms['loss']:.2f}  "
                   f"test loss {test_terms['loss']:.2f} ({format_terms(test_terms)})  "
                   f"{train_time:.1f}s, {record['images_per_second']:.0f} img/s", flush=True)

@@ -37,6 +37,10 @@ class WriteError(ProjectError):
     """A file that could not be written (disk full, no permission, ...); nothing was replaced."""
 
 
+class FolderInUse(ProjectError):
+    """An output folder that another running process holds (see common/lock.py)."""
+
+
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
     """Turn a ProjectError into `error: <message>` on stderr and exit status 1, and Ctrl-C

@@ -23,6 +23,7 @@ from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
 from common.errors import ProjectError, exit_on_error
 from common.files import check_writable
+from common.lock import output_lock
 from common.options import positive_int
 
 GRID = 10  # samples.png is GRID x GRID
@@ -122,7 +123,7 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
     parser = argparse.ArgumentParser(description=description)
     add_plot_args(parser, default_out_dir)
     args = parser.parse_args(argv)
-    with exit_on_error():
+    with exit_on_error(), output_lock(args.out_dir):  # never alongside a training run or another plot.py
         ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
         model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
         train_cfg = state.get("train", {})

@@ -33,6 +33,7 @@ from common.data import DATASETS, epoch_generator, iterate_batches, load_dataset
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.errors import CheckpointError, TrainingError, WriteError
 from common.files import check_writable, write_json
+from common.lock import output_lock
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
 from common.options import add_options, merge_options, option, positive_float, positive_int
 
@@ -142,9 +143,26 @@ def run_training(
     default_out_dir: Path,
     argv: list[str],
 ) -> dict[str, Any]:
-    """Build (or resume) a model and train it; returns {"checkpoint", "history", "config", "train"}."""
-    # --- settings: flags, the checkpoint being resumed, defaults
+    """Build (or resume) a model and train it; returns {"checkpoint", "history", "config", "train"}.
+    The whole run holds <out-dir>/.lock (common/lock.py), taken before anything in the folder is
+    looked at: a second run into the same folder, --overwrite or not, is refused."""
     out_dir = Path(args.out_dir if args.out_dir is not None else default_out_dir)
+    with output_lock(out_dir):
+        return _train(kind=kind, model_cls=model_cls, config_cls=config_cls, loss_fn=loss_fn, args=args,
+                      out_dir=out_dir, argv=argv)
+
+
+def _train(
+    *,
+    kind: str,
+    model_cls: type[nn.Module],
+    config_cls: type[ConvNetConfig],
+    loss_fn: LossFn,
+    args: argparse.Namespace,
+    out_dir: Path,
+    argv: list[str],
+) -> dict[str, Any]:
+    # --- settings: flags, the checkpoint being resumed, defaults
     ckpt_path = out_dir / "checkpoints" / "last.pt"
     saved = None
     if args.resume:

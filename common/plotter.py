@@ -24,10 +24,11 @@ from common.device import DEVICES, get_device
 from common.errors import ProjectError, exit_on_error
 from common.files import check_writable
 from common.lock import output_lock
-from common.options import positive_int
+from common.options import NumberRange, seed_int
 
 GRID = 10  # samples.png is GRID x GRID
 MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
+MAX_RECONSTRUCTIONS = 100  # reconstructions.png is one inch per digit wide
 
 
 Sampler = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # (codes, n, generator) -> (n, d)
@@ -67,9 +68,10 @@ def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> Non
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="(default: cpu)")
-    parser.add_argument("--num-images", type=positive_int, default=10,
-                        help="test digits in reconstructions.png (default: 10)")
-    parser.add_argument("--seed", type=int, default=0, help="picks digits and random codes (default: 0)")
+    parser.add_argument("--num-images", type=NumberRange(int, 1, MAX_RECONSTRUCTIONS), default=10,
+                        help=f"test digits in reconstructions.png, 1 to {MAX_RECONSTRUCTIONS} (default: 10)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help=f"picks digits and random codes, {seed_int.span()} (default: 0)")
 
 
 def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,

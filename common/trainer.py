@@ -35,19 +35,20 @@ from common.errors import CheckpointError, TrainingError, WriteError
 from common.files import check_writable, write_json
 from common.lock import output_lock
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
-from common.options import add_options, merge_options, option, positive_float, positive_int
+from common.options import (add_options, check_options, epochs_int, merge_options, option, positive_float,
+                            positive_int, seed_int)
 
 
 @dataclass
 class TrainConfig:
     """How to train (not what). Runtime options may change on --resume."""
 
-    epochs: int = option(8, "total epochs (on --resume: the total to reach)", parse=positive_int, runtime=True)
+    epochs: int = option(8, "total epochs (on --resume: the total to reach)", parse=epochs_int, runtime=True)
     batch_size: int = option(128, "images per optimisation step", parse=positive_int)
     lr: float = option(2e-3, "Adam learning rate (the peak, with a schedule)", parse=positive_float)
     lr_schedule: str = option("cosine", "constant, or cosine decay to 0 over --epochs, step by step",
                               choices=LR_SCHEDULES)
-    seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise")
+    seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise", parse=seed_int)
     data_dir: str = option("data", "folder holding MNIST/raw/ (torchvision's layout)", runtime=True)
     dataset: str = option("mnist", "which MNIST-format dataset", choices=tuple(DATASETS))
     download: bool = option(True, "download the dataset when missing", runtime=True)
@@ -60,6 +61,9 @@ class TrainConfig:
     eval_batch_size: int = option(1000, "images per batch when evaluating", parse=positive_int, runtime=True)
     log_every: int = option(50, "steps between progress-bar refreshes (each one syncs the device)",
                             parse=positive_int, runtime=True)
+
+    def __post_init__(self) -> None:
+        check_options(self)  # ranges and choices, as for the flags: saved settings are held to them too
 
 
 def build_parser(description: str, config_cls: type[ConvNetConfig], default_out_dir: Path) -> argparse.ArgumentParser:

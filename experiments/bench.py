@@ -26,7 +26,7 @@ from common.data import iterate_batches
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.errors import exit_on_error
 from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
-from common.options import positive_int
+from common.options import NumberRange, positive_int, seed_int
 from common.trainer import TrainConfig
 from variational_autoencoder import train as vae_train
 from variational_autoencoder.model import VAE, VAEConfig
@@ -34,6 +34,8 @@ from vanila_autoencoder import train as ae_train
 from vanila_autoencoder.model import AEConfig, Autoencoder
 
 REFERENCE_BATCH = 128
+# --steps, --warmup, --rounds: (steps + warmup) batches of random images are made up front
+bench_count = NumberRange(int, 1, 1000)
 # name -> (a fresh model with the default config, train.py's loss function)
 MODELS: dict[str, tuple[Callable[[], nn.Module], LossFn]] = {
     "ae": (lambda: Autoencoder(AEConfig()), ae_train.loss_fn),
@@ -117,11 +119,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"batch of the default path (default: {TrainConfig.batch_size}, train.py's default)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="of the default path (default: auto)")
     p.add_argument("--compile", action="store_true", help="torch.compile the default path's model")
-    p.add_argument("--steps", type=positive_int, default=40, help="timed steps per measurement (default: 40)")
-    p.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first (default: 5)")
-    p.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds (default: 5)")
+    p.add_argument("--steps", type=bench_count, default=40,
+                   help=f"timed steps per measurement, {bench_count.span()} (default: 40)")
+    p.add_argument("--warmup", type=bench_count, default=5,
+                   help=f"untimed steps first, {bench_count.span()} (default: 5)")
+    p.add_argument("--rounds", type=bench_count, default=5,
+                   help=f"alternating rounds, {bench_count.span()} (default: 5)")
     p.add_argument("--eval-images", type=positive_int, default=10_000, help="(default: 10000)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help=f"{seed_int.span()} (default: 0)")
     return p.parse_args(argv)
 
 

@@ -21,12 +21,13 @@ import torch
 from common import figures
 from common.checkpoint import load_for_inference
 from common.codes import decode_codes
+from common.conv import MAX_LATENT_DIM
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error
 from common.files import write_json
 from common.metrics import iwae_nll, neg_elbo
-from common.options import positive_int
+from common.options import NumberRange, epochs_int, positive_int, seed_int
 from common.trainer import TrainConfig
 from experiments.runs import train_flags
 from variational_autoencoder import train as vae_train
@@ -37,12 +38,14 @@ EVAL_BATCH = 1000  # images per inference batch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train and evaluate the VAE at several latent sizes.")
-    parser.add_argument("--latent-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20],
-                        help="latent sizes to train (default: 2 5 10 20)")
-    parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
+    parser.add_argument("--latent-dims", type=NumberRange(int, 1, MAX_LATENT_DIM), nargs="+",
+                        default=[2, 5, 10, 20],
+                        help=f"latent sizes to train, each 1 to {MAX_LATENT_DIM} (default: 2 5 10 20)")
+    parser.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                         help=f"epochs for every size (default: {TrainConfig.epochs}, train.py's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: train.py's)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed and evaluation noise (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help=f"training seed and evaluation noise, {seed_int.span()} (default: 0)")
     parser.add_argument("--out-dir", type=Path, default=Path("latent_study"),
                         help="runs go to <out-dir>/latent_<d>/ (default: latent_study)")
     parser.add_argument("--data-dir", default=TrainConfig.data_dir,

@@ -31,7 +31,7 @@ import scipy.stats
 from common.device import DEVICES
 from common.errors import TrainingError, exit_on_error
 from common.files import write_json
-from common.options import positive_int
+from common.options import epochs_int, positive_int, seed_int
 from common.trainer import TrainConfig
 from experiments.runs import run_in_parallel, train_command, train_flags
 
@@ -73,8 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="VAE test -ELBO in bf16 against fp32, paired by seed.")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/ (default: data)")
     p.add_argument("--out-dir", type=Path, default=Path("results/precision"), help="(default: results/precision)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="(default: 0 1 2 3 4 5)")
-    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2, 3, 4, 5],
+                   help=f"each {seed_int.span()} (default: 0 1 2 3 4 5)")
+    p.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                    help=f"(default: {TrainConfig.epochs}, train.py's default)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     p.add_argument("--jobs", type=positive_int, default=None,

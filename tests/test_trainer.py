@@ -30,6 +30,7 @@ import torch
 from common import trainer
 from common.checkpoint import save_checkpoint
 from common.data import DataError, load_split
+from common.options import MAX_EPOCHS
 from conftest import write_idx, write_mnist
 from variational_autoencoder import train as vae_train
 from vanila_autoencoder import train as ae_train
@@ -376,7 +377,7 @@ def run_stop(stop: Stop, template: Path, folder: Path) -> Outcome:
     out = folder / "run"
     folder.mkdir()
     cmd = [sys.executable, *(["-c", stop.wrapper] if stop.wrapper else []), str(SCRIPTS[stop.script]),
-           "--data-dir", str(template / "data"), "--out-dir", str(out), *FAST, "--epochs", "100000", *stop.extra]
+           "--data-dir", str(template / "data"), "--out-dir", str(out), *FAST, "--epochs", str(MAX_EPOCHS), *stop.extra]
     proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
     if stop.wrapper:  # it kills itself
         _, stderr = proc.communicate(timeout=TIMEOUT)
@@ -432,7 +433,7 @@ def test_signal_during_training_exits_cleanly_and_resume_works(stop: Stop, backg
     ckpt = out / "checkpoints" / "last.pt"
     done = load_safely(ckpt)["epoch"]
     assert f"last.pt still holds epoch {done};" in last
-    # the run planned 100000 epochs; --resume --epochs N sets a new total (for equivalence see below)
+    # the run planned MAX_EPOCHS epochs; --resume --epochs N sets a new total (for equivalence see below)
     resumed = TRAIN[stop.script].main(["--out-dir", str(out), "--resume", "--epochs", str(done + 1)])
     assert [h["epoch"] for h in resumed["history"]] == list(range(1, done + 2))
     assert load_safely(ckpt)["epoch"] == done + 1

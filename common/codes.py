@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from common.data import iterate_batches
+from common.errors import CheckpointError
 
 
 def for_inference(model: nn.Module) -> nn.Module:
@@ -19,13 +20,23 @@ def for_inference(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last).eval()
 
 
+def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """`t` if every value is finite. Weights are checked for NaN when a checkpoint is loaded, but
+    finite weights can still be so large that the activations overflow: then every figure or
+    metric drawn from them would be blank or NaN (and a Fréchet distance fails outright)."""
+    if not bool(torch.isfinite(t).all()):
+        raise CheckpointError(f"the model's {what} are NaN or infinite: its weights overflow float32, so the "
+                              f"checkpoint is unusable")
+    return t
+
+
 @torch.inference_mode()
 def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """(N, C, H, W) images -> (N, latent_dim) codes, on the CPU, in float32."""
     device = next(model.parameters()).device
     model.eval()
     out = [model.code(batch.to(device)).float().cpu() for batch in iterate_batches(x, batch_size)]
-    return torch.cat(out)
+    return _finite(torch.cat(out), "codes")
 
 
 @torch.inference_mode()
@@ -34,7 +45,7 @@ def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> t
     device = next(model.parameters()).device
     model.eval()
     out = [model.decode(batch.to(device)).float().cpu() for batch in iterate_batches(z, batch_size)]
-    return torch.cat(out)
+    return _finite(torch.cat(out), "decoded images")
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

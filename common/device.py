@@ -25,9 +25,15 @@ def get_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
         raise DeviceError("device 'cuda' requested but CUDA is not available")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"{name!r} is not a device name; choose from {', '.join(DEVICES)}") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if base == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' requested but MPS is not available")
-    return torch.device(name)
+    return device
 
 
 def bf16_is_fast(device: torch.device) -> bool:

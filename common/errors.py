@@ -16,6 +16,10 @@ from collections.abc import Iterator
 class ProjectError(Exception):
     """An expected failure; the message is one line and the script exits with status 1."""
 
+    def __init__(self, message: str = ""):
+        # one line whatever went into it (a name or value from a damaged file may hold newlines)
+        super().__init__(" ".join(str(message).split()))
+
 
 class DataError(ProjectError):
     """A dataset that cannot be found, downloaded or parsed."""

@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import check_resumable, load_checkpoint
 from common.errors import TrainingError
 
 MODEL_PACKAGES = {"ae": "vanila_autoencoder", "vae": "variational_autoencoder"}
@@ -28,7 +28,10 @@ def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> 
         return ["--overwrite"]
     if not ckpt.exists():
         return []
-    done = load_checkpoint(ckpt, kind=kind)["epoch"]
+    state = load_checkpoint(ckpt, kind=kind)
+    if "epoch" not in state:
+        check_resumable(ckpt, state)  # weights only: says so
+    done = state["epoch"]
     if done > epochs:
         raise TrainingError(f"{ckpt} has {done} epochs, more than --epochs {epochs}: the runs would not be "
                             f"comparable; pass --epochs {done} or another --out-dir")

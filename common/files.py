@@ -10,6 +10,10 @@ user put it, and the temporary file is made inside it, next to the file it repla
 
 Any failure (OSError, or the RuntimeError torch.save raises when the disk fills) is a WriteError
 naming the file being written, and the temporary file is removed.
+
+A set of files that belong together (plot.py's figures) is written into a staging folder first
+and then renamed into place by `publish`, which lets no SIGINT or SIGTERM cut the renames short:
+an interrupted program leaves the old set or the new one, never a mix of both.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from common.errors import WriteError
+from common.errors import Signalled, WriteError, signals_deferred
 
 # torch.save's zip writer swallows the OSError of a failed write and reports a RuntimeError such as
 # "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"; these mark such errors.
@@ -123,3 +128,45 @@ def check_writable(folder: str | os.PathLike) -> None:
     except OSError as err:
         raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
 
+
+STAGING_PREFIX = ".staging-"
+
+
+@contextlib.contextmanager
+def staging_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A new hidden folder inside `folder` to write a set of files into before `publish` moves them
+    into place; removed on the way out, whatever happens. Staging folders left by a killed run are
+    removed first, so call this while holding the folder's lock (common/lock.py)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as err:
+        raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def publish(files: list[Path], folder: str | os.PathLike) -> list[Path]:
+    """Rename each staged file into `folder` under its own name (replacing a symbolic link there,
+    as atomic_write does) and return the new paths. SIGINT and SIGTERM wait for the last rename."""
+    folder = Path(folder)
+    done: list[Path] = []
+    try:
+        with signals_deferred():
+            for staged in files:
+                target = folder / staged.name
+                try:
+                    os.replace(staged, target)
+                except OSError as err:
+                    rest = ", ".join(p.name for p in files if folder / p.name not in done)
+                    raise WriteError(f"cannot write {target}: {_reason(err)}; not replaced: {rest}") from None
+                done.append(target)
+            _sync_folder(folder)
+    except Signalled as stop:  # it came during the renames, which all happened
+        raise Signalled(stop.signum, f"all {len(done)} new files are in {folder}") from None
+    return done

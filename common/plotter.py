@@ -21,8 +21,8 @@ from common.checkpoint import load_for_inference
 from common.codes import decode_codes, encode_codes, grid_codes, interpolate, reconstruct
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
-from common.errors import ProjectError, exit_on_error
-from common.files import check_writable
+from common.errors import Signalled, exit_on_error
+from common.files import check_writable, publish, staging_folder
 from common.lock import output_lock
 from common.options import NumberRange, seed_int
 
@@ -122,27 +122,33 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
 
 
 def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, description: str) -> list[Path]:
+    """plot.py: every figure of the checkpoint into <out-dir>/figures/, all replaced together.
+
+    The run holds <out-dir>/.lock (so it never overlaps a training run or another plot.py there),
+    draws every figure into a staging folder and only then renames them into place: an interrupted
+    or failed run leaves the earlier figures as they were, and says so."""
     parser = argparse.ArgumentParser(description=description)
     add_plot_args(parser, default_out_dir)
     args = parser.parse_args(argv)
-    with exit_on_error(), output_lock(args.out_dir):  # never alongside a training run or another plot.py
-        ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
-        model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
-        train_cfg = state.get("train", {})
-        train_cfg = train_cfg if isinstance(train_cfg, dict) else {}
-        data_dir = args.data_dir or train_cfg.get("data_dir", "data")
-        dataset = args.dataset or train_cfg.get("dataset", "mnist")
-        if dataset not in DATASETS:
-            raise ProjectError(f"{ckpt} was trained on an unknown dataset {dataset!r}; pass --dataset")
-        figures_dir = args.out_dir / "figures"
-        check_writable(figures_dir)  # before the slow part
-        test = load_split(data_dir, dataset, "test", download=args.download)
-        history = state.get("history", [])
+    figures_dir = args.out_dir / "figures"
+    with exit_on_error(), output_lock(args.out_dir):
         try:
-            written = make_figures(model, list(history) if isinstance(history, list) else [], test.images,
-                                   test.labels, figures_dir, spec, args.num_images, args.seed)
-        except OSError as err:
-            raise ProjectError(f"cannot write {err.filename or figures_dir}: {err.strerror}") from None
+            ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
+            model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
+            train_cfg = state.get("train", {})
+            data_dir = args.data_dir or train_cfg.get("data_dir", "data")
+            dataset = args.dataset or train_cfg.get("dataset", "mnist")
+            check_writable(figures_dir)  # before the slow part
+            test = load_split(data_dir, dataset, "test", download=args.download)
+            with staging_folder(figures_dir) as staged:
+                drawn = make_figures(model, state.get("history", []), test.images, test.labels, staged, spec,
+                                     args.num_images, args.seed)
+                written = publish(drawn, figures_dir)
+        except Signalled as stop:
+            if stop.kept:  # from publish, which holds signals back: every figure was replaced
+                raise
+            raise Signalled(stop.signum, f"no figure in {figures_dir} was replaced (any there are from an "
+                                         f"earlier run)") from None
     for path in written:
         print(path)
     return written

@@ -132,9 +132,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
-    with exit_on_error():  # an unavailable --device: one line, exit 1
-        device = get_device(args.device)
-        precision = resolve_precision(args.precision, device)
+    with exit_on_error():  # an unavailable --device, Ctrl-C or SIGTERM: one line, no traceback
+        return benchmark(args)
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every measurement, one table row per model (see the module docstring)."""
+    device = get_device(args.device)
+    precision = resolve_precision(args.precision, device)
     amp = lambda: autocast(device, precision)  # noqa: E731
     print(f"device: {device} ({describe_machine(device)})")
     print(f"reference: fp32, NCHW, eager, batch {REFERENCE_BATCH}; default path: {precision}, channels_last, "

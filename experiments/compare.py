@@ -26,7 +26,7 @@ from common.checkpoint import load_for_inference
 from common.codes import decode_codes, encode_codes, uniform_in_box
 from common.data import DATASETS, Split, load_split
 from common.device import DEVICES, get_device
-from common.errors import exit_on_error
+from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
 from common.metrics import (class_entropy, confidence_stats, frechet_distance_from_moments, gaussian_moments,
                             iwae_nll, latent_geometry, neg_elbo, prior_radius, reconstruction_metrics)
@@ -227,10 +227,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seconds["vae_iwae"] = time.perf_counter() - t0
         results["vae"]["likelihood"] = likelihood
 
-        figure = figures.plot_ae_vs_vae(samples["ae"].numpy(), samples["vae"].numpy(),
-                                        first_two_dims(codes["ae"]), first_two_dims(codes["vae"]),
-                                        test.labels.numpy(), args.out_dir / "ae_vs_vae.png",
-                                        grid=min(GRID, math.isqrt(args.num_samples)))
         metrics = {
             "ae": results["ae"], "vae": results["vae"], "reference": reference,
             "prior_radius_95": {name: prior_radius(r["latent_dim"]) for name, r in results.items()},
@@ -240,7 +236,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "reference_images": len(real)},
             "seconds": seconds,
         }
-        write_json(args.out_dir / "metrics.json", _finite(metrics))
+        with signals_deferred():  # SIGINT/SIGTERM wait: the figure and metrics.json are written together
+            figure = figures.plot_ae_vs_vae(samples["ae"].numpy(), samples["vae"].numpy(),
+                                            first_two_dims(codes["ae"]), first_two_dims(codes["vae"]),
+                                            test.labels.numpy(), args.out_dir / "ae_vs_vae.png",
+                                            grid=min(GRID, math.isqrt(args.num_samples)))
+            write_json(args.out_dir / "metrics.json", _finite(metrics))
     print(format_table(metrics))
     print(figure)
     print(args.out_dir / "metrics.json")

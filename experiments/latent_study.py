@@ -24,7 +24,7 @@ from common.codes import decode_codes
 from common.conv import MAX_LATENT_DIM
 from common.data import DATASETS, load_split
 from common.device import DEVICES, get_device
-from common.errors import exit_on_error
+from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
 from common.metrics import iwae_nll, neg_elbo
 from common.options import NumberRange, epochs_int, positive_int, seed_int
@@ -106,16 +106,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             z = torch.randn(GRID * GRID, d, generator=torch.Generator().manual_seed(args.seed))
             panels.append((f"d = {d}", decode_codes(model, z).numpy()))
 
-        dims = [r["latent_dim"] for r in rows]
-        curve_figure = figures.plot_latent_study(
-            dims, {"test −ELBO": [r["neg_elbo"] for r in rows],
-                   f"IWAE −log p(x), k={args.iwae_k}": [r["iwae"]["nll"] for r in rows]},
-            args.out_dir / "latent_study.png", title=f"VAE on {args.dataset}, {args.epochs} epochs per size")
-        samples_figure = figures.plot_image_panels(panels, GRID, GRID, args.out_dir / "latent_samples.png",
-                                                   title="VAE: decoded z ~ N(0, I) by latent size")
         study = {"rows": rows, "settings": {"epochs": args.epochs, "dataset": args.dataset, "seed": args.seed,
                                             "iwae_k": args.iwae_k, "iwae_images": len(x_iwae), "device": str(device)}}
-        write_json(args.out_dir / "study.json", study)
+        with signals_deferred():  # SIGINT/SIGTERM wait: the figures and study.json are written together
+            dims = [r["latent_dim"] for r in rows]
+            curve_figure = figures.plot_latent_study(
+                dims, {"test −ELBO": [r["neg_elbo"] for r in rows],
+                       f"IWAE −log p(x), k={args.iwae_k}": [r["iwae"]["nll"] for r in rows]},
+                args.out_dir / "latent_study.png", title=f"VAE on {args.dataset}, {args.epochs} epochs per size")
+            samples_figure = figures.plot_image_panels(panels, GRID, GRID, args.out_dir / "latent_samples.png",
+                                                       title="VAE: decoded z ~ N(0, I) by latent size")
+            write_json(args.out_dir / "study.json", study)
     print(format_table(rows))
     for path in (curve_figure, samples_figure, args.out_dir / "study.json"):
         print(path)

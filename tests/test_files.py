@@ -14,7 +14,7 @@ from PIL import Image
 from common import figures
 from common.checkpoint import save_checkpoint
 from common.errors import WriteError
-from common.files import atomic_write, write_json
+from common.files import atomic_write, publish, staging_folder, write_json
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -129,3 +129,15 @@ def test_new_files_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
 
+
+def test_publish_moves_a_staged_set_and_removes_the_staging_folder(tmp_path):
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "a.txt").write_text("old a")
+    (folder / ".staging-left-by-a-killed-run").mkdir()
+    with staging_folder(folder) as staged:
+        files = [atomic_write(staged / name, lambda f: f.write(b"new")) for name in ("a.txt", "b.txt")]
+        assert (folder / "a.txt").read_text() == "old a"  # nothing replaced before publish
+        written = publish(files, folder)
+    assert written == [folder / "a.txt", folder / "b.txt"]
+    assert names(folder) == ["a.txt", "b.txt"] and (folder / "a.txt").read_text() == "new"

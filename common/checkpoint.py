@@ -38,7 +38,7 @@ from torch import nn
 from common.codes import for_inference
 from common.data import IMAGE_SIZE
 from common.device import get_device
-from common.errors import CheckpointError, DeviceError
+from common.errors import CheckpointError, DeviceError, short_repr
 from common.files import atomic_write
 from common.options import MAX_EPOCHS
 from common.registry import MODELS, model_classes
@@ -119,17 +119,19 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def _tensors(obj: Any) -> list[tuple[str, torch.Tensor]]:
-    """Every tensor inside nested dicts, lists and tuples, with where it is (iteratively: a doctored
-    file may nest deeper than Python's recursion limit)."""
-    found, stack = [], [("", obj)]
+    """Every tensor inside nested dicts, lists and tuples, with (the start of) where it is. Walked
+    with a stack and a record of what was seen: a doctored file may nest deeper than Python's
+    recursion limit, or hold a list that contains itself."""
+    found, stack, seen = [], [("", obj)], set()
     while stack:
         where, item = stack.pop()
         if isinstance(item, torch.Tensor):
             found.append((where, item))
-        elif isinstance(item, dict):
-            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in item.items())
-        elif isinstance(item, (list, tuple)):
-            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+        elif isinstance(item, (dict, list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend(((f"{where}.{k if isinstance(k, str) else short_repr(k, 20)}" if where else str(k))[:100], v)
+                         for k, v in pairs)
     return found
 
 
@@ -150,7 +152,7 @@ def weights_problem(weights: Any, build: Callable[[], nn.Module]) -> str | None:
     for name, value in weights.items():
         want = expected.get(name)
         if want is None:
-            return f"weight {str(name)[:80]!r} is not one the config's model has"
+            return f"weight {short_repr(name)} is not one the config's model has"
         if not isinstance(value, torch.Tensor):
             return f"weight {name} is a {type(value).__name__}, not a tensor"
         if value.shape != want.shape:
@@ -166,7 +168,7 @@ def _check_history(path: Path, state: dict[str, Any]) -> None:
     epoch, history = state.get("epoch"), state.get("history")
     if "epoch" in state and (isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCHS):
         raise CheckpointError(f"{path} is malformed: epoch must be an integer from 0 to {MAX_EPOCHS}, got "
-                              f"{str(epoch)[:40]}")
+                              f"{short_repr(epoch)}")
     if "history" not in state:
         return
     if not isinstance(history, list):
@@ -205,10 +207,10 @@ def load_checkpoint(
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(required)})")
     if not isinstance(state["kind"], str) or state["kind"] not in MODELS:
-        raise CheckpointError(f"{path} holds an unknown model kind {str(state['kind'])[:40]!r}")
+        raise CheckpointError(f"{path} holds an unknown model kind {short_repr(state['kind'])}")
     version = state.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise CheckpointError(f"{path} is malformed: format version {str(version)[:40]} is not an integer")
+        raise CheckpointError(f"{path} is malformed: format version {short_repr(version)} is not an integer")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}, newer than this code reads "
                               f"({FORMAT_VERSION}); update the project")

@@ -9,11 +9,23 @@ into one line and status 130 or 143; anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import contextlib
+import reprlib
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+
+_SHORT = reprlib.Repr()  # for messages that show a value read from a file
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 40, 40, 40
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """repr(value) for a message: one line, at most `limit` characters, and safe on anything a
+    damaged file may hold (nested thousands deep, or containing itself)."""
+    text = " ".join(_SHORT.repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ProjectError(Exception):

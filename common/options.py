@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import TrainingError
+from common.errors import TrainingError, short_repr
 
 # Upper bounds of the numeric flags, far above any sensible value and far below where a number
 # overflows a tensor size or torch's seed, so an absurd value is one argparse line, not a traceback.
@@ -24,12 +24,6 @@ MAX_EPOCHS = 10_000  # the defaults train 8
 # epoch_generator (common/data.py) seeds each epoch's shuffle with seed * 1_000_003 + epoch, which
 # must stay below 2**64, the most torch.Generator.manual_seed accepts: 2**44 * 1_000_003 < 2**64.
 MAX_SEED = 2**44 - 1
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """repr(value) on one line, cut to fit in a message (a doctored checkpoint may hold anything)."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -55,20 +49,20 @@ class NumberRange:
         """Why `value` is not acceptable, or None."""
         kinds = (int,) if self.kind is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):
-            return f"must be {self.describe()}, got {_short(value)}"
+            return f"must be {self.describe()}, got {short_repr(value)}"
         try:
             finite = self.kind is int or math.isfinite(value)
         except OverflowError:  # an int too large for a float
             finite = False
         if not finite or not self.low <= value <= self.high or (self.low_open and value == self.low):
-            return f"must be {self.describe()}, got {_short(value)}"
+            return f"must be {self.describe()}, got {short_repr(value)}"
         return None
 
     def __call__(self, text: str) -> int | float:
         try:
             value = self.kind(text)
         except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {_short(text)}") from None
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {short_repr(text)}") from None
         problem = self.problem(value)
         if problem:
             raise argparse.ArgumentTypeError(problem)
@@ -85,16 +79,16 @@ class IntTuple:
 
     def problem(self, value: object) -> str | None:
         if not isinstance(value, (tuple, list)) or not 1 <= len(value) <= self.max_len:
-            return f"must be 1 to {self.max_len} integers, got {_short(value)}"
+            return f"must be 1 to {self.max_len} integers, got {short_repr(value)}"
         if any(isinstance(v, bool) or not isinstance(v, int) or not self.low <= v <= self.high for v in value):
-            return f"must be integers from {self.low} to {self.high}, got {_short(value)}"
+            return f"must be integers from {self.low} to {self.high}, got {short_repr(value)}"
         return None
 
     def __call__(self, text: str) -> tuple[int, ...]:
         try:
             values = tuple(int(v) for v in text.replace(",", " ").split())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {_short(text)}") from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {short_repr(text)}") from None
         problem = self.problem(values)
         if problem:
             raise argparse.ArgumentTypeError(problem)
@@ -170,14 +164,14 @@ def _problem(f: dataclasses.Field, value: Any) -> str | None:
     parse, choices = f.metadata["parse"], f.metadata["choices"]
     if choices is not None:
         return None if isinstance(value, str) and value in choices else \
-            f"must be one of {', '.join(choices)}, got {_short(value)}"
+            f"must be one of {', '.join(choices)}, got {short_repr(value)}"
     if hasattr(parse, "problem"):
         return parse.problem(value)
     if isinstance(f.default, tuple):
         return int_tuple.problem(value)
     expected = type(f.default)
     ok = isinstance(value, bool) if expected is bool else (isinstance(value, expected) and not isinstance(value, bool))
-    return None if ok else f"must be a {expected.__name__}, got {_short(value)}"
+    return None if ok else f"must be a {expected.__name__}, got {short_repr(value)}"
 
 
 def check_options(config: Any) -> None:

@@ -219,3 +219,33 @@ def test_loading_onto_a_missing_device_says_so(tmp_path):
         load_model(path, map_location="cuda")
     with pytest.raises(CheckpointError, match="'tpu' is not a device name|unknown device 'tpu'"):
         load_model(path, map_location="tpu")
+
+
+def _with_pickle(path, pickled: bytes):
+    """A torch.save archive whose pickle is replaced by `pickled` (hand-made: no pickler writes these)."""
+    import zipfile
+
+    torch.save({}, path)
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w") as dst:
+        for info, data in entries:
+            dst.writestr(info, pickled if info.filename.endswith("/data.pkl") else data)
+    return path
+
+
+def _text(s: str) -> bytes:
+    return b"X" + len(s.encode()).to_bytes(4, "little") + s.encode()  # BINUNICODE
+
+
+@pytest.mark.parametrize("latent_dim,shown", [
+    (b"]" * 100_000 + b"a" * 99_999, "[[[...]]]"),  # a list nested 100,000 deep
+    (b"]q\x00h\x00a", "[[[...]]]"),  # a list that contains itself
+], ids=["nested-100000-deep", "contains-itself"])
+def test_values_nested_without_end_are_one_short_line(tmp_path, latent_dim, shown):
+    pickled = (b"\x80\x02}(" + _text("kind") + _text("ae") + _text("model") + b"}" + _text("config") + b"}("
+               + _text("latent_dim") + latent_dim + b"uu.")
+    path = _with_pickle(tmp_path / "m.pt", pickled)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    assert str(err.value) == f"{path} has an invalid config: latent_dim must be an integer from 1 to 1024, got {shown}"

@@ -235,12 +235,14 @@ def test_sigterm_during_parallel_runs_stops_them_too(capsys):
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGTERM, lambda *a: sys.exit('child stopped'))\n"
              "print('started', flush=True)\n"
-             "time.sleep(120)\n")
+             "time.sleep(600)\n")
     jobs = [(f"job{i}", [sys.executable, "-c", child]) for i in range(3)]  # 2 at a time: the third never starts
+    relayed: list[str] = []
 
     def terminate_once_started():
         deadline = time.monotonic() + TIMEOUT
-        while capsys.readouterr().out.count("started") < 2 and time.monotonic() < deadline:
+        while "".join(relayed).count("started") < 2 and time.monotonic() < deadline:
+            relayed.append(capsys.readouterr().out)
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -250,5 +252,7 @@ def test_sigterm_during_parallel_runs_stops_them_too(capsys):
         with exit_on_error():
             run_in_parallel(jobs, 2)
     assert stopped.value.code == 143 and time.monotonic() - t0 < 60
-    assert capsys.readouterr().err.endswith(
-        "interrupted by SIGTERM; the training runs were stopped too, each keeping its last checkpoint\n")
+    rest = capsys.readouterr()
+    out = "".join(relayed) + rest.out
+    assert out.count("started") == 2 and out.count("child stopped") == 2  # the third job never started
+    assert rest.err == "interrupted by SIGTERM; the training runs were stopped too, each keeping its last checkpoint\n"

@@ -137,7 +137,8 @@ def test_a_symlinked_figure_is_replaced_and_its_target_untouched(tmp_path, plott
     assert done.returncode == 0, done.stderr
     assert outside.read_bytes() == b"someone else's file"
     assert not samples.is_symlink() and samples.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "figures", "history.json", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "figures", "history.json", "latent_codes.npz",
+                                                    "run.json"]
     assert not [p for p in (out / "figures").iterdir() if p.name.startswith(".")]
 
 
@@ -181,7 +182,7 @@ def test_sigterm_during_plot_leaves_the_old_figures_or_all_new_ones(tmp_path, pl
                                          f"are from an earlier run)")
         assert snapshot(figures) == before
     else:  # the signal waits for the last rename
-        assert_one_clean_line(done, 143, f"interrupted by SIGTERM; all 6 new files are in {figures}")
+        assert_one_clean_line(done, 143, f"interrupted by SIGTERM; all 7 new files are in {figures}")
         assert all((figures / name).stat().st_ino != inode for name, inode in inodes.items())  # every one replaced
     assert done.stdout == ""  # no figure reported as written
     assert sorted(p.name for p in figures.iterdir()) == sorted(before)  # no staging folder left
@@ -212,7 +213,8 @@ def test_a_full_disk_while_writing_history_names_history_json(tmp_path, data, mo
     assert stopped.value.code == (f"error: cannot write {out / 'history.json'}: No space left on device; "
                                   f"training stopped and {ckpt} holds epoch 2")
     assert (out / "history.json").read_bytes() == history_before
-    assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "history.json", "last.pt", "run.json"]
+    assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "history.json", "last.pt", "latent_codes.npz",
+                                                      "run.json"]
 
 
 # ----------------------------------------------------------------------------------------------

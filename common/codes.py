@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from common.data import with_optional_labels
-
+from common.errors import CheckpointError
 
 
 def for_inference(model: nn.Module) -> nn.Module:
@@ -23,6 +23,16 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """`t` if every value is finite. Weights are checked for NaN when a checkpoint is loaded, but
+    finite weights can still be so large that the activations overflow: then every figure or
+    metric drawn from them would be blank or NaN (and a Fréchet distance fails outright)."""
+    if not bool(torch.isfinite(t).all()):
+        raise CheckpointError(f"the model's {what} are NaN or infinite: its weights overflow float32, so the "
+                              f"checkpoint is unusable")
+    return t
+
+
 @torch.inference_mode()
 def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -30,8 +40,8 @@ def encode_codes(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,
     reach the model (a conditional one uses them, others ignore them)."""
     device = _device(model)
     model.eval()
-    return torch.cat([model.code(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
-                      for xb, yb in with_optional_labels(x, labels, batch_size)])
+    return _finite(torch.cat([model.code(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                              for xb, yb in with_optional_labels(x, labels, batch_size)]), "codes")
 
 
 @torch.inference_mode()
@@ -41,8 +51,8 @@ def decode_codes(model: nn.Module, z: torch.Tensor, batch_size: int = 1000, *,
     (N,): the digits a conditional model should write (others ignore them)."""
     device = _device(model)
     model.eval()
-    return torch.cat([model.decode(zb.to(device), None if yb is None else yb.to(device)).float().cpu()
-                      for zb, yb in with_optional_labels(z, labels, batch_size)])
+    return _finite(torch.cat([model.decode(zb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                              for zb, yb in with_optional_labels(z, labels, batch_size)]), "decoded images")
 
 
 def reconstruct(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, *,

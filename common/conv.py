@@ -13,39 +13,63 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from common.options import int_tuple, option, positive_int
+from common.options import IntTuple, NumberRange, check_options, option
+
+# Bounds on the architecture, far above anything useful on 28 x 28 digits; they keep a typo or a
+# doctored checkpoint from asking for a network that does not fit in memory.
+MAX_LATENT_DIM = 1024
+MAX_FILTERS = 4096  # channels of one conv layer
+MAX_LAYERS = 16
+MAX_KERNEL = 31
+MAX_STRIDE = 28  # one step across a whole MNIST image
+MAX_IMAGE_SIZE = 1024  # (the data decides: MNIST is 28, checked when a checkpoint is loaded)
+MAX_IMAGE_CHANNELS = 4
+MAX_WEIGHTS = 100_000_000  # 400 MB in float32, Adam keeps two more copies; the defaults have ~0.2 M
 
 
 @dataclass
 class ConvNetConfig:
     """Architecture shared by the AE and the VAE. Every size in the networks derives from this."""
 
-    latent_dim: int = option(2, "size of the code z", parse=positive_int)
+    latent_dim: int = option(2, "size of the code z", parse=NumberRange(int, 1, MAX_LATENT_DIM))
     image_channels: int = 1  # 1 for MNIST (not a flag: it follows from the data)
     image_size: int = 28  # height = width of the input (not a flag: it follows from the data)
-    filters: tuple[int, ...] = option((32, 64, 64, 64), "encoder conv channels", parse=int_tuple)
+    filters: tuple[int, ...] = option((32, 64, 64, 64), "encoder conv channels",
+                                      parse=IntTuple(1, MAX_FILTERS, MAX_LAYERS))
     kernel_sizes: tuple[int, ...] = option((3, 3, 3, 3), "encoder conv kernels, odd so that \"same\" padding is "
-                                                         "symmetric", parse=int_tuple)
+                                                         "symmetric", parse=IntTuple(1, MAX_KERNEL, MAX_LAYERS))
     strides: tuple[int, ...] = option((1, 2, 2, 1), "encoder conv strides; 2 halves the feature map",
-                                      parse=int_tuple)
+                                      parse=IntTuple(1, MAX_STRIDE, MAX_LAYERS))
 
     def __post_init__(self) -> None:
-        self.filters = tuple(int(v) for v in self.filters)
-        self.kernel_sizes = tuple(int(v) for v in self.kernel_sizes)
-        self.strides = tuple(int(v) for v in self.strides)
+        check_options(self)  # types and ranges, as for the flags
+        self.filters = tuple(self.filters)
+        self.kernel_sizes = tuple(self.kernel_sizes)
+        self.strides = tuple(self.strides)
         if not (len(self.filters) == len(self.kernel_sizes) == len(self.strides) >= 1):
             raise ValueError(
                 "filters, kernel sizes and strides need the same number (>= 1) of entries, got "
                 f"{len(self.filters)}, {len(self.kernel_sizes)} and {len(self.strides)}"
             )
-        for name, value in (("latent_dim", self.latent_dim), ("image_channels", self.image_channels),
-                            ("image_size", self.image_size)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if min(self.filters) < 1 or min(self.strides) < 1:
-            raise ValueError("filters and strides must be positive")
-        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
+        for name, value, high in (("image_channels", self.image_channels, MAX_IMAGE_CHANNELS),
+                                  ("image_size", self.image_size, MAX_IMAGE_SIZE)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ValueError(f"{name} must be an integer from 1 to {high}, got {value!r}")
+        if any(k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(f"kernel sizes must be odd and positive, got {self.kernel_sizes}")
+        if self.weight_bound() > MAX_WEIGHTS:
+            raise ValueError(f"the network would have about {self.weight_bound():,} weights, more than "
+                             f"{MAX_WEIGHTS:,}; use fewer filters or a smaller latent_dim")
+
+    def weight_bound(self) -> int:
+        """An upper bound on the weights of any model built on this config, from the sizes alone:
+        encoder and decoder convolutions, and three latent_dim x flat-features layers (the decoder's
+        input layer and at most two encoder heads)."""
+        channels = (self.image_channels, *self.filters)
+        convs = sum(2 * (c_in * c_out * k * k + 3 * c_out)  # conv + BatchNorm, encoder and decoder
+                    for c_in, c_out, k in zip(channels[:-1], channels[1:], self.kernel_sizes))
+        flat = self.filters[-1] * self.feature_sizes()[-1] ** 2
+        return convs + 3 * (self.latent_dim + 1) * flat
 
     def feature_sizes(self) -> list[int]:
         """Spatial size after each encoder conv: "same" padding gives ceil(size / stride)."""

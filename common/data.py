@@ -4,11 +4,16 @@ Files live where ``torchvision.datasets.MNIST`` keeps them (``<data-dir>/MNIST/r
 ``FashionMNIST/raw/`` for Fashion-MNIST). If they are missing we ask torchvision to download
 them; if that fails the caller gets a ``DataError`` whose message is one line naming the folder
 and the files expected. The IDX files are parsed here rather than by torchvision so that a
-truncated or malformed file is reported clearly instead of surfacing as a numpy reshape error.
+truncated or malformed file is reported clearly instead of surfacing as a numpy reshape error,
+and so that nothing is read before the header has been checked: a split holds at most MAX_IMAGES
+images of 28 x 28 uint8 pixels, a plain file's size must match its header before its data is
+read, and a gzipped file is inflated in chunks and refused as soon as it holds more than its
+header announces (a small "gzip bomb" costs no more memory than an honest file of that header).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -17,7 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import IO, Union
 
 import numpy as np
 import torch
@@ -34,6 +39,10 @@ IMAGE_SIZE = 28  # MNIST and Fashion-MNIST images are 28 x 28, one channel
 BINARIZATIONS = ("none", "dynamic")  # grey levels as they are, or Bernoulli draws (Burda et al. 2016)
 TEST_BINARIZATION_SEED = 0  # the one binary test set every evaluation of every run sees
 NUM_CLASSES = 10
+MAX_IMAGES = 1_000_000  # per split (MNIST's training split has 60,000): caps what a header can ask for
+MAX_IDX_BYTES = MAX_IMAGES * IMAGE_SIZE * IMAGE_SIZE  # the most data read_idx reads from one file
+_MAX_IDX_DIMS = 4
+_CHUNK = 1 << 20  # bytes inflated at a time from a gzipped file
 Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # one tensor, or several batched together
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -49,35 +58,83 @@ class Split:
         return self.images.shape[0]
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+@contextlib.contextmanager
+def _idx_file(path: Path) -> Iterator[IO[bytes]]:
+    """`path` opened for reading (inflated on the fly if it ends in .gz); it must be a regular
+    file, and every read error is a DataError."""
+    try:
+        with path.open("rb") as raw:
+            if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+                raise DataError(f"{path} is not a regular file")
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                    yield f
+            else:
+                yield raw
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise DataError(f"cannot read {path}: {reason}") from None
+
+
+def _read_header(f: IO[bytes], path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number {magic.hex() or 'none'})")
+    ndim = magic[3]
+    if not 1 <= ndim <= _MAX_IDX_DIMS:
+        raise DataError(f"{path} has a bad IDX header ({ndim} dimensions)")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{path} has a truncated IDX header")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+    return np.dtype(_IDX_DTYPES[magic[2]]), shape
+
+
+def idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an IDX file's header announces, read without reading its data."""
+    path = Path(path)
+    with _idx_file(path) as f:
+        return _read_header(f, path)
+
+
+def read_idx(path: str | os.PathLike, dtype: np.dtype | type | None = None,
+             shape: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Parse an IDX file (optionally gzipped) into an array, checking header and size.
 
     Layout: two zero bytes, a type code, the number of dimensions, one big-endian uint32 per
-    dimension, then the data in C order.
+    dimension, then the data in C order. `dtype` and `shape` (None where any size will do), when
+    given, must match the header. The data may be at most MAX_IDX_BYTES; all of this is checked
+    before any data is read. Memory: the size the header announces, never more.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as err:
-        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        raise DataError(f"cannot read {path}: {reason}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'none'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path} has a truncated IDX header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = math.prod(shape) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path} is truncated or padded: header says shape {shape} ({expected} bytes of data), "
-            f"file has {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    with _idx_file(path) as f:
+        found_dtype, found_shape = _read_header(f, path)
+        if (dtype is not None and found_dtype != np.dtype(dtype)) or (shape is not None and (
+                len(shape) != len(found_shape) or any(w is not None and w != n for w, n in zip(shape, found_shape)))):
+            want = tuple("any" if n is None else n for n in shape) if shape is not None else "any shape"
+            raise DataError(f"{path} holds {found_dtype} data of shape {found_shape}; expected "
+                            f"{np.dtype(dtype) if dtype is not None else 'any type'} of shape {want}")
+        expected = math.prod(found_shape) * found_dtype.itemsize
+        if expected > MAX_IDX_BYTES:
+            raise DataError(f"{path} announces shape {found_shape} ({expected:,} bytes of data); at most "
+                            f"{MAX_IDX_BYTES:,} bytes are read")
+        header = 4 + 4 * len(found_shape)
+        if path.suffix != ".gz":  # the size is known: check it before reading anything
+            size = os.fstat(f.fileno()).st_size
+            if size - header != expected:
+                raise DataError(f"{path} is truncated or padded: header says shape {found_shape} ({expected} bytes "
+                                f"of data), file has {size - header}")
+        data = bytearray()
+        while len(data) < expected:  # in chunks: a file that is shorter than announced costs what it holds
+            chunk = f.read(min(_CHUNK, expected - len(data)))
+            if not chunk:
+                break
+            data += chunk
+        if len(data) < expected or f.read(1):
+            got = f"{len(data)}" if len(data) < expected else "more"
+            raise DataError(f"{path} is truncated or padded: header says shape {found_shape} ({expected} bytes of "
+                            f"data), file has {got}")
+    return np.frombuffer(data, dtype=found_dtype).reshape(found_shape)
 
 
 def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
@@ -138,19 +195,26 @@ def load_split(
             f"{dataset} not found: expected {missing} in {folder}/ "
             f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)"
         )
-    images, labels = (read_idx(p) for p in paths)
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
-        raise DataError(
-            f"{paths[0]} holds images of shape {images.shape[1:]} ({images.dtype}); "
-            f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}"
-        )
-    if images.shape[0] == 0:
-        raise DataError(f"{paths[0]} holds no images")
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(f"{paths[1]} holds {labels.shape} labels for {images.shape[0]} images")
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{paths[1]} has labels outside 0..{NUM_CLASSES - 1}")
-    x = torch.from_numpy(images.copy()).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
+    image_path, label_path = paths
+    dtype, shape = idx_header(image_path)  # headers first: nothing big is read before they pass
+    if len(shape) != 3 or shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or dtype != np.uint8:
+        raise DataError(f"{image_path} holds images of shape {shape[1:]} ({dtype}); "
+                        f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}")
+    n = shape[0]
+    if n == 0:
+        raise DataError(f"{image_path} holds no images")
+    if n > MAX_IMAGES:
+        raise DataError(f"{image_path} announces {n:,} images; at most {MAX_IMAGES:,} are read")
+    label_dtype, label_shape = idx_header(label_path)
+    if label_shape != (n,):
+        raise DataError(f"{label_path} holds {label_shape} labels for {n} images")
+    if label_dtype != np.uint8:
+        raise DataError(f"{label_path} holds {label_dtype} labels; expected uint8")
+    images = read_idx(image_path, np.uint8, (n, IMAGE_SIZE, IMAGE_SIZE))
+    labels = read_idx(label_path, np.uint8, (n,))
+    if labels.max() >= NUM_CLASSES:
+        raise DataError(f"{label_path} has labels outside 0..{NUM_CLASSES - 1}")
+    x = torch.from_numpy(images).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64))
     return Split(x, y)
 

@@ -31,7 +31,14 @@ def get_device(name: str = "auto") -> torch.device:
         return torch.device(found.type) if found is not None else torch.device("cpu")
     if base != "cpu" and (found is None or found.type != base):
         raise DeviceError(f"device {base!r} requested but {base.upper()} is not available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"{name!r} is not a device name; choose from {', '.join(DEVICES)}") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s)")
+    return device
 
 
 def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:

@@ -1,20 +1,39 @@
 """One error type for every expected failure, and the exit policy that turns it into one line.
 
-Expected failures (bad data, a bad checkpoint, impossible settings, an unavailable device) raise a
-subclass of `ProjectError` with a one-line message. Scripts wrap their work in `exit_on_error()`,
-which prints that line and exits with status 1; anything else is a bug and keeps its traceback.
+Expected failures (bad data, a bad checkpoint, impossible settings, an unavailable device, a full
+disk) raise a subclass of `ProjectError` with a one-line message. Scripts wrap their work in
+`exit_on_error()`, which prints that line and exits with status 1, and turns SIGINT and SIGTERM
+into one line and status 130 or 143; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import reprlib
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+_SHORT = reprlib.Repr()  # for messages that show a value read from a file
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 40, 40, 40
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """repr(value) for a message: one line, at most `limit` characters, and safe on anything a
+    damaged file may hold (nested thousands deep, or containing itself)."""
+    text = " ".join(_SHORT.repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ProjectError(Exception):
     """An expected failure; the message is one line and the script exits with status 1."""
+
+    def __init__(self, message: str = ""):
+        # one line whatever went into it (a name or value from a damaged file may hold newlines)
+        super().__init__(" ".join(str(message).split()))
 
 
 class DataError(ProjectError):
@@ -33,14 +52,66 @@ class TrainingError(ProjectError):
     """Settings or a run state that stop training (or a script driving training)."""
 
 
+class WriteError(ProjectError):
+    """A file that could not be written (disk full, no permission, ...); nothing was replaced."""
+
+
+class FolderInUse(ProjectError):
+    """An output folder that another running process holds (see common/lock.py)."""
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised in the main thread while `exit_on_error` is active. `kept` says,
+    in one clause, what the interrupted work left behind ("no figure was replaced")."""
+
+    def __init__(self, signum: int, kept: str = ""):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.kept = kept
+
+
 @contextlib.contextmanager
-def exit_on_error() -> Iterator[None]:
-    """Turn a ProjectError into `error: <message>` on stderr and exit status 1, and Ctrl-C
-    outside the training loop into one line and status 130, without a traceback."""
+def _on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` for SIGINT and SIGTERM during the block (only the main thread can set handlers;
+    elsewhere nothing changes), the previous handlers after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _raise_signalled(signum: int, frame: Any) -> None:
+    raise Signalled(signum)
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Turn a ProjectError into `error: <message>` on stderr and exit status 1, and SIGINT
+    (Ctrl-C) or SIGTERM into `interrupted by SIGTERM[; what was kept]` and status 128 + the
+    signal's number (130, 143), without a traceback."""
+    try:
+        with _on_signals(_raise_signalled):
+            yield
     except ProjectError as err:
         raise SystemExit(f"error: {err}") from None
-    except KeyboardInterrupt:
-        print("interrupted by Ctrl-C", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+    except KeyboardInterrupt as err:  # Signalled, or a plain Ctrl-C outside the main thread's handler
+        signum = getattr(err, "signum", signal.SIGINT)
+        kept = getattr(err, "kept", "")
+        print(f"interrupted by {signal.Signals(signum).name}{'; ' + kept if kept else ''}", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back during a short block that must finish once started (renaming
+    a set of files into place); one that came is acted on (Signalled) right after it."""
+    pending: list[int] = []
+    with _on_signals(lambda signum, frame: pending.append(signum)):
+        yield
+    if pending:
+        raise Signalled(pending[0])

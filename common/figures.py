@@ -17,14 +17,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from common.files import atomic_write
+
 DPI = 100
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    """Through the project's one atomic writer (common/files.py): a symbolic link at `path` is
+    replaced, never written through, and a failed write leaves the old file. The format follows
+    the suffix (a standalone Figure renders PNG with Agg)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")  # a standalone Figure renders PNG with Agg
-    return path
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight"))
 
 
 def tile(images: np.ndarray, rows: int, cols: int, pad: int = 1) -> np.ndarray:

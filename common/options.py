@@ -12,40 +12,95 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from common.errors import TrainingError
+from common.errors import TrainingError, short_repr
+
+# Upper bounds of the numeric flags, far above any sensible value and far below where a number
+# overflows a tensor size or torch's seed, so an absurd value is one argparse line, not a traceback.
+MAX_COUNT = 1_000_000  # a count of images, samples, steps or a batch size (MNIST has 70,000 images)
+MAX_EPOCHS = 10_000  # the defaults train 8
+# epoch_generator (common/data.py) seeds each epoch's shuffle with seed * 1_000_003 + epoch, which
+# must stay below 2**64, the most torch.Generator.manual_seed accepts: 2**44 * 1_000_003 < 2**64.
+MAX_SEED = 2**44 - 1
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+@dataclass(frozen=True)
+class NumberRange:
+    """Parses a numeric flag and checks that it lies in [low, high] (or (low, high] with `low_open`).
+    The same object checks a value read back from a checkpoint (`problem`), so a file is held to
+    exactly the flags' rules."""
+
+    kind: type  # int or float
+    low: float
+    high: float
+    low_open: bool = False
+
+    def span(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"from {self.low} to {self.high}"
+
+    def describe(self) -> str:
+        return f"{'an integer' if self.kind is int else 'a finite number'} {self.span()}"
+
+    def problem(self, value: object) -> str | None:
+        """Why `value` is not acceptable, or None."""
+        kinds = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"must be {self.describe()}, got {short_repr(value)}"
+        try:
+            finite = self.kind is int or math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite or not self.low <= value <= self.high or (self.low_open and value == self.low):
+            return f"must be {self.describe()}, got {short_repr(value)}"
+        return None
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {short_repr(text)}") from None
+        problem = self.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+@dataclass(frozen=True)
+class IntTuple:
+    """Parses comma-separated integers, each in [low, high], 1 to `max_len` of them."""
+
+    low: int
+    high: int
+    max_len: int
+
+    def problem(self, value: object) -> str | None:
+        if not isinstance(value, (tuple, list)) or not 1 <= len(value) <= self.max_len:
+            return f"must be 1 to {self.max_len} integers, got {short_repr(value)}"
+        if any(isinstance(v, bool) or not isinstance(v, int) or not self.low <= v <= self.high for v in value):
+            return f"must be integers from {self.low} to {self.high}, got {short_repr(value)}"
+        return None
+
+    def __call__(self, text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.replace(",", " ").split())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {short_repr(text)}") from None
+        problem = self.problem(values)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return values
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+positive_int = NumberRange(int, 1, MAX_COUNT)
+epochs_int = NumberRange(int, 1, MAX_EPOCHS)
+seed_int = NumberRange(int, 0, MAX_SEED)
+positive_float = NumberRange(float, 0.0, math.inf, low_open=True)
+non_negative_float = NumberRange(float, 0.0, math.inf)
+int_tuple = IntTuple(1, MAX_COUNT, 64)
 
 
 def option(default: Any, help: str, *, parse: Callable[[str], Any] | None = None,
@@ -77,7 +132,8 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, title: str,
         if "help" not in f.metadata:
             continue
         shown = (shown_defaults or {}).get(f.name, _show(f.default))
-        help_text = f"{f.metadata['help']} (default: {shown})"
+        span = getattr(f.metadata["parse"], "span", None)
+        help_text = f"{f.metadata['help']} ({span() + '; ' if span else ''}default: {shown})"
         if isinstance(f.default, bool):
             group.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, help=help_text)
             continue
@@ -102,3 +158,28 @@ def merge_options(config_cls: type, args: argparse.Namespace, saved: dict[str, A
         else:
             values[f.name] = given if given is not None else f.default
     return values
+
+
+def _problem(f: dataclasses.Field, value: Any) -> str | None:
+    parse, choices = f.metadata["parse"], f.metadata["choices"]
+    if choices is not None:
+        return None if isinstance(value, str) and value in choices else \
+            f"must be one of {', '.join(choices)}, got {short_repr(value)}"
+    if hasattr(parse, "problem"):
+        return parse.problem(value)
+    if isinstance(f.default, tuple):
+        return int_tuple.problem(value)
+    expected = type(f.default)
+    ok = isinstance(value, bool) if expected is bool else (isinstance(value, expected) and not isinstance(value, bool))
+    return None if ok else f"must be a {expected.__name__}, got {short_repr(value)}"
+
+
+def check_options(config: Any) -> None:
+    """Raise ValueError naming the first flag field of the dataclass instance `config` whose value
+    no flag could have given (wrong type, out of range, not one of the choices). Configs call it
+    in __post_init__, so one rebuilt from a checkpoint is held to the flags' rules."""
+    for f in dataclasses.fields(config):
+        if "help" in f.metadata:
+            problem = _problem(f, getattr(config, f.name))
+            if problem:
+                raise ValueError(f"{f.name} {problem}")

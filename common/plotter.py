@@ -22,12 +22,14 @@ from common.code_history import CodeHistory, find_code_history, first_two_dims
 from common.codes import balanced_labels, decode_codes, encode_codes, grid_codes, interpolate, reconstruct
 from common.data import DATASETS, NUM_CLASSES, load_split
 from common.device import DEVICES, get_device
-from common.errors import ProjectError, exit_on_error
-from common.files import check_writable
-from common.options import positive_int
+from common.errors import Signalled, exit_on_error
+from common.files import check_writable, publish, staging_folder
+from common.lock import output_lock
+from common.options import NumberRange, seed_int
 
 GRID = 10  # samples.png is GRID x GRID
 MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
+MAX_RECONSTRUCTIONS = 100  # reconstructions.png is one inch per digit wide
 
 
 Sampler = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # (codes, n, generator) -> (n, d)
@@ -67,9 +69,10 @@ def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> Non
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="(default: cpu)")
-    parser.add_argument("--num-images", type=positive_int, default=10,
-                        help="test digits in reconstructions.png (default: 10)")
-    parser.add_argument("--seed", type=int, default=0, help="picks digits and random codes (default: 0)")
+    parser.add_argument("--num-images", type=NumberRange(int, 1, MAX_RECONSTRUCTIONS), default=10,
+                        help=f"test digits in reconstructions.png, 1 to {MAX_RECONSTRUCTIONS} (default: 10)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help=f"picks digits and random codes, {seed_int.span()} (default: 0)")
 
 
 def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
@@ -150,28 +153,33 @@ def conditional_grid(model: nn.Module, path: Path, name: str, seed: int = 0, col
 
 
 def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, description: str) -> list[Path]:
+    """plot.py: every figure of the checkpoint into <out-dir>/figures/, all replaced together.
+
+    The run holds <out-dir>/.lock (so it never overlaps a training run or another plot.py there),
+    draws every figure into a staging folder and only then renames them into place: an interrupted
+    or failed run leaves the earlier figures as they were, and says so."""
     parser = argparse.ArgumentParser(description=description)
     add_plot_args(parser, default_out_dir)
     args = parser.parse_args(argv)
-    with exit_on_error():
-        ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
-        model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
-        train_cfg = state.get("train", {})
-        train_cfg = train_cfg if isinstance(train_cfg, dict) else {}
-        data_dir = args.data_dir or train_cfg.get("data_dir", "data")
-        dataset = args.dataset or train_cfg.get("dataset", "mnist")
-        if dataset not in DATASETS:
-            raise ProjectError(f"{ckpt} was trained on an unknown dataset {dataset!r}; pass --dataset")
-        figures_dir = args.out_dir / "figures"
-        check_writable(figures_dir)  # before the slow part
-        test = load_split(data_dir, dataset, "test", download=args.download)
-        history = state.get("history", [])
+    figures_dir = args.out_dir / "figures"
+    with exit_on_error(), output_lock(args.out_dir):
         try:
-            written = make_figures(model, list(history) if isinstance(history, list) else [], test.images,
-                                   test.labels, figures_dir, spec, args.num_images, args.seed,
-                                   codes_per_epoch=find_code_history(ckpt, state))
-        except OSError as err:
-            raise ProjectError(f"cannot write {err.filename or figures_dir}: {err.strerror}") from None
+            ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
+            model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
+            train_cfg = state.get("train", {})
+            data_dir = args.data_dir or train_cfg.get("data_dir", "data")
+            dataset = args.dataset or train_cfg.get("dataset", "mnist")
+            check_writable(figures_dir)  # before the slow part
+            test = load_split(data_dir, dataset, "test", download=args.download)
+            with staging_folder(figures_dir) as staged:
+                drawn = make_figures(model, state.get("history", []), test.images, test.labels, staged, spec,
+                                     args.num_images, args.seed, codes_per_epoch=find_code_history(ckpt, state))
+                written = publish(drawn, figures_dir)
+        except Signalled as stop:
+            if stop.kept:  # from publish, which holds signals back: every figure was replaced
+                raise
+            raise Signalled(stop.signum, f"no figure in {figures_dir} was replaced (any there are from an "
+                                         f"earlier run)") from None
     for path in written:
         print(path)
     return written

@@ -34,11 +34,13 @@ from common.conv import ConvNetConfig
 from common.data import (BINARIZATIONS, DATASETS, binarization_generator, binarized, epoch_generator,
                          evaluation_split, iterate_batches, load_dataset)
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision, rng_state, set_rng_state
-from common.errors import CheckpointError, TrainingError
+from common.errors import CheckpointError, TrainingError, WriteError
 from common.files import check_writable, write_json
+from common.lock import output_lock
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
 from common.machine import describe_run_environment
-from common.options import add_options, merge_options, option, positive_float, positive_int
+from common.options import (add_options, check_options, epochs_int, merge_options, option, positive_float,
+                            positive_int, seed_int)
 from common.tensorboard_log import log_embedding, log_image_grid, log_terms, open_writer
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
@@ -50,12 +52,12 @@ SAMPLE_GRID = 10  # TensorBoard's prior-sample grid is SAMPLE_GRID x SAMPLE_GRID
 class TrainConfig:
     """How to train (not what). Runtime options may change on --resume."""
 
-    epochs: int = option(8, "total epochs (on --resume: the total to reach)", parse=positive_int, runtime=True)
+    epochs: int = option(8, "total epochs (on --resume: the total to reach)", parse=epochs_int, runtime=True)
     batch_size: int = option(128, "images per optimisation step", parse=positive_int)
     lr: float = option(2e-3, "Adam learning rate (the peak, with a schedule)", parse=positive_float)
     lr_schedule: str = option("cosine", "constant, or cosine decay to 0 over --epochs, step by step",
                               choices=LR_SCHEDULES)
-    seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise")
+    seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise", parse=seed_int)
     data_dir: str = option("data", "folder holding MNIST/raw/ (torchvision's layout)", runtime=True)
     dataset: str = option("mnist", "which MNIST-format dataset", choices=tuple(DATASETS))
     binarize: str = option("none", "none: grey levels; dynamic: every training image drawn as Bernoulli(intensity) "
@@ -78,6 +80,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.compile, bool):  # checkpoints written when --compile was a switch
             self.compile = "default" if self.compile else "off"
+        check_options(self)  # ranges and choices, as for the flags: saved settings are held to them too
 
 
 def build_parser(description: str, config_cls: type[ConvNetConfig], default_out_dir: Path) -> argparse.ArgumentParser:
@@ -162,9 +165,26 @@ def run_training(
     default_out_dir: Path,
     argv: list[str],
 ) -> dict[str, Any]:
-    """Build (or resume) a model and train it; returns {"checkpoint", "history", "config", "train"}."""
-    # --- settings: flags, the checkpoint being resumed, defaults
+    """Build (or resume) a model and train it; returns {"checkpoint", "history", "config", "train"}.
+    The whole run holds <out-dir>/.lock (common/lock.py), taken before anything in the folder is
+    looked at: a second run into the same folder, --overwrite or not, is refused."""
     out_dir = Path(args.out_dir if args.out_dir is not None else default_out_dir)
+    with output_lock(out_dir):
+        return _train(kind=kind, model_cls=model_cls, config_cls=config_cls, loss_fn=loss_fn, args=args,
+                      out_dir=out_dir, argv=argv)
+
+
+def _train(
+    *,
+    kind: str,
+    model_cls: type[nn.Module],
+    config_cls: type[ConvNetConfig],
+    loss_fn: LossFn,
+    args: argparse.Namespace,
+    out_dir: Path,
+    argv: list[str],
+) -> dict[str, Any]:
+    # --- settings: flags, the checkpoint being resumed, defaults
     ckpt_path = out_dir / "checkpoints" / "last.pt"
     saved = None
     if args.resume:
@@ -272,9 +292,8 @@ def run_training(
                 snapshot_epoch(model, epoch, epoch * steps, out_dir, test_data[0], test_data[1], subset, writer)
                 if epoch == start_epoch + 1:  # with the first checkpoint: a run that fails early replaces nothing
                     write_json(out_dir / "run.json", run_info)
-            except OSError as err:  # disk full, folder removed, ...: the replaced files are intact
-                raise TrainingError(f"cannot write {err.filename or ckpt_path}: {err.strerror}; "
-                                    f"training stopped and {kept}") from None
+            except WriteError as err:  # disk full, folder removed, ...: names the file, which is left as it was
+                raise TrainingError(f"{err}; training stopped and {kept}") from None
             print(f"epoch {epoch}/{tc.epochs}  train loss {train_terms['loss']:.2f}  "
                   f"test loss {test_terms['loss']:.2f} ({format_terms(test_terms)})  "
                   f"{train_time:.1f}s, {record['images_per_second']:.0f} img/s", flush=True)

@@ -38,7 +38,7 @@ from common.device import DEVICES, PRECISIONS, autocast, get_device, memory_form
 from common.errors import ProjectError, exit_on_error
 from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
 from common.machine import cpu_isa_features, cpu_model_name, isa_summary
-from common.options import positive_int
+from common.options import NumberRange, positive_int, seed_int
 from common.trainer import COMPILE_MODES, TrainConfig
 from experiments.runs import MODEL_PACKAGES
 from variational_autoencoder import train as vae_train
@@ -47,6 +47,8 @@ from vanila_autoencoder import train as ae_train
 from vanila_autoencoder.model import AEConfig, Autoencoder
 
 REFERENCE_BATCH = 128
+# --steps, --warmup, --rounds: (steps + warmup) batches of random images are made up front
+bench_count = NumberRange(int, 1, 1000)
 # name -> (a fresh model with the default config, train.py's loss function)
 MODELS: dict[str, tuple[Callable[[], nn.Module], LossFn]] = {
     "ae": (lambda: Autoencoder(AEConfig()), ae_train.loss_fn),
@@ -173,11 +175,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="of the default path (default: auto)")
     p.add_argument("--compile", choices=COMPILE_MODES, default="off",
                    help="torch.compile the default path's model (default: off, as train.py)")
-    p.add_argument("--steps", type=positive_int, default=40, help="timed steps per measurement (default: 40)")
-    p.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first (default: 5)")
-    p.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds (default: 5)")
+    p.add_argument("--steps", type=bench_count, default=40,
+                   help=f"timed steps per measurement, {bench_count.span()} (default: 40)")
+    p.add_argument("--warmup", type=bench_count, default=5,
+                   help=f"untimed steps first, {bench_count.span()} (default: 5)")
+    p.add_argument("--rounds", type=bench_count, default=5,
+                   help=f"alternating rounds, {bench_count.span()} (default: 5)")
     p.add_argument("--eval-images", type=positive_int, default=10_000, help="(default: 10000)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help=f"{seed_int.span()} (default: 0)")
     p.add_argument("--data-dir", help="with real MNIST here, also time a whole default train.py epoch per model "
                                       "from start to exit (default: skip that)")
     p.add_argument("--train-flags", default="", help="extra train.py flags for the whole-epoch run (default: none)")
@@ -186,9 +191,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
-    with exit_on_error():  # an unavailable --device: one line, exit 1
-        device = get_device(args.device)
-        precision = resolve_precision(args.precision, device)
+    with exit_on_error():  # an unavailable --device, Ctrl-C or SIGTERM: one line, no traceback
+        return benchmark(args)
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every measurement, one table row per model (see the module docstring)."""
+    device = get_device(args.device)
+    precision = resolve_precision(args.precision, device)
     amp = lambda: autocast(device, precision)  # noqa: E731
     train_format = memory_format_for(device, precision, training=True)
     eval_format = memory_format_for(device, precision, training=False)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common.checkpoint import read_checkpoint, save_checkpoint
+from common.checkpoint import read_checkpoint, save_checkpoint, weights_problem
 from common.data import NUM_CLASSES, Split, epoch_generator, iterate_batches
 from common.device import autocast, resolve_precision
 from common.errors import CheckpointError
@@ -48,6 +48,9 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
+        # a cached file is read back into this: bound it before a model is built from it
+        if not 1 <= len(self.channels) <= 8 or min(self.channels) < 1:
+            raise ValueError(f"channels must be 1 to 8 positive integers, got {self.channels[:10]}")
 
 
 @dataclass
@@ -180,9 +183,14 @@ def load_classifier(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path} is not a digit-classifier checkpoint; pass --retrain-classifier "
                               f"or point --classifier elsewhere")
     try:
-        model = DigitClassifier(ClassifierConfig(**state["config"]))
+        config = ClassifierConfig(**state["config"])
+        # names, shapes and NaN checked on the meta device before anything is allocated
+        problem = weights_problem(state.get("model"), lambda: DigitClassifier(config))
+        if problem:
+            raise ValueError(problem)
+        model = DigitClassifier(config)
         model.load_state_dict(state["model"])
-    except (TypeError, RuntimeError, KeyError) as err:
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise CheckpointError(f"{path}: classifier weights do not fit its config ({str(err).splitlines()[0]}); "
                               f"pass --retrain-classifier") from None
     info = {k: v for k, v in state.items() if k not in ("model", "config")}

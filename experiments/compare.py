@@ -42,7 +42,7 @@ from common.code_history import find_code_history, first_two_dims
 from common.codes import balanced_labels, decode_codes, encode_codes
 from common.data import DATASETS, NUM_CLASSES, Split, load_split
 from common.device import DEVICES, get_device
-from common.errors import exit_on_error
+from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
 from common.metrics import (aggregate_log_density, class_entropy, confidence_stats, frechet_distance_from_moments,
                             gaussian_moments, iwae_nll, latent_geometry, neg_elbo, posterior_diagnostics,
@@ -267,7 +267,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             models[name]["posterior"] = posterior_diagnostics(mu, logvar, seed=args.seed)
         seconds["likelihood_and_posterior"] = time.perf_counter() - t0
 
-        written = draw_figures(args, samples, test_codes, test.labels, posteriors, ae_state, vae_state)
         metrics = {
             "models": models, "samples": judged,
             "prior_radius_95": {name: prior_radius(r["latent_dim"]) for name, r in models.items()},
@@ -278,7 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "reference_images": REFERENCE_IMAGES, "gmm_components": GMM_COMPONENTS},
             "seconds": seconds,
         }
-        write_json(args.out_dir / "metrics.json", _finite(metrics))
+        with signals_deferred():  # SIGINT/SIGTERM wait: the figures and metrics.json are written together
+            written = draw_figures(args, samples, test_codes, test.labels, posteriors, ae_state, vae_state)
+            write_json(args.out_dir / "metrics.json", _finite(metrics))
     print(format_tables(metrics))
     for path in [*written, args.out_dir / "metrics.json"]:
         print(path)

@@ -29,12 +29,13 @@ import torch
 from common import figures
 from common.checkpoint import load_for_inference
 from common.codes import decode_codes
+from common.conv import MAX_LATENT_DIM
 from common.data import BINARIZATIONS, DATASETS, evaluation_split, load_split
 from common.device import DEVICES, get_device
-from common.errors import exit_on_error
+from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
 from common.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
-from common.options import positive_float, positive_int
+from common.options import NumberRange, epochs_int, positive_float, positive_int, seed_int
 from common.trainer import TrainConfig
 from experiments.runs import run_in_parallel, train_command, train_flags
 from variational_autoencoder import train as vae_train
@@ -45,17 +46,19 @@ EVAL_BATCH = 1000  # images per inference batch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train and evaluate the VAE at several latent sizes.")
-    parser.add_argument("--latent-dims", type=positive_int, nargs="+", default=[2, 5, 10, 20],
-                        help="latent sizes to train (default: 2 5 10 20)")
-    parser.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
+    parser.add_argument("--latent-dims", type=NumberRange(int, 1, MAX_LATENT_DIM), nargs="+",
+                        default=[2, 5, 10, 20],
+                        help=f"latent sizes to train, each 1 to {MAX_LATENT_DIM} (default: 2 5 10 20)")
+    parser.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                         help=f"epochs for every size (default: {TrainConfig.epochs}, train.py's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: train.py's)")
     parser.add_argument("--lr", type=positive_float, help="peak learning rate (default: train.py's)")
     parser.add_argument("--binarize", choices=BINARIZATIONS, default="none",
                         help="none: grey levels; dynamic: binarized MNIST as in Burda et al. 2016 (default: none)")
-    parser.add_argument("--jobs", type=positive_int, default=1,
+    parser.add_argument("--jobs", type=NumberRange(int, 1, 64), default=1,
                         help="sizes trained at once, as subprocesses (on a CPU they share the cores; default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed and evaluation noise (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help=f"training seed and evaluation noise, {seed_int.span()} (default: 0)")
     parser.add_argument("--out-dir", type=Path, default=Path("latent_study"),
                         help="runs go to <out-dir>/latent_<d>/ (default: latent_study)")
     parser.add_argument("--data-dir", default=TrainConfig.data_dir,
@@ -165,15 +168,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"latent {best['latent_dim']}: IWAE with k={args.final_k} on {len(x_iwae)} images ...", flush=True)
             best["iwae_final"] = iwae_nll(model, x_iwae, args.final_k, seed=args.seed)
 
-        dims = [r["latent_dim"] for r in rows]
-        curve_figure = figures.plot_latent_study(
-            dims, {"test −ELBO": [r["neg_elbo"] for r in rows],
-                   f"IWAE −log p(x), k={args.iwae_k}": [r["iwae"]["nll"] for r in rows]},
-            args.out_dir / "latent_study.png", title=f"VAE on {args.dataset}, {args.epochs} epochs per size")
-        samples_figure = figures.plot_image_panels(panels, GRID, GRID, args.out_dir / "latent_samples.png",
-                                                   title="VAE: decoded z ~ N(0, I) by latent size")
         study = {"rows": rows, "settings": settings}
-        write_json(args.out_dir / "study.json", study)
+        with signals_deferred():  # SIGINT/SIGTERM wait: the figures and study.json are written together
+            dims = [r["latent_dim"] for r in rows]
+            curve_figure = figures.plot_latent_study(
+                dims, {"test −ELBO": [r["neg_elbo"] for r in rows],
+                       f"IWAE −log p(x), k={args.iwae_k}": [r["iwae"]["nll"] for r in rows]},
+                args.out_dir / "latent_study.png", title=f"VAE on {args.dataset}, {args.epochs} epochs per size")
+            samples_figure = figures.plot_image_panels(panels, GRID, GRID, args.out_dir / "latent_samples.png",
+                                                       title="VAE: decoded z ~ N(0, I) by latent size")
+            write_json(args.out_dir / "study.json", study)
     print(format_table(rows))
     for path in (curve_figure, samples_figure, args.out_dir / "study.json"):
         print(path)

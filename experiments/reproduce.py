@@ -23,7 +23,7 @@ import torch
 
 from common.device import DEVICES
 from common.errors import exit_on_error
-from common.options import positive_int
+from common.options import epochs_int, positive_int
 from common.trainer import TrainConfig
 from experiments import compare, ship
 from experiments.runs import run_in_parallel, train_command, train_flags
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the three models, draw every figure, compare them; timed.")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/ (default: data)")
     p.add_argument("--out-dir", type=Path, default=Path("results"), help="(default: results)")
-    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs,
+    p.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                    help=f"epochs for each model (default: {TrainConfig.epochs}, train.py's default)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples (default: 1000)")

@@ -8,13 +8,15 @@ poorly across threads: measured 1.3x the throughput of one run on 2 threads).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common.checkpoint import load_checkpoint
-from common.errors import TrainingError
+from common.checkpoint import check_resumable, load_checkpoint
+from common.errors import Signalled, TrainingError
 
 MODEL_PACKAGES = {"ae": "vanila_autoencoder", "vae": "variational_autoencoder"}
 
@@ -28,7 +30,10 @@ def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> 
         return ["--overwrite"]
     if not ckpt.exists():
         return []
-    done = load_checkpoint(ckpt, kind=kind)["epoch"]
+    state = load_checkpoint(ckpt, kind=kind)
+    if "epoch" not in state:
+        check_resumable(ckpt, state)  # weights only: says so
+    done = state["epoch"]
     if done > epochs:
         raise TrainingError(f"{ckpt} has {done} epochs, more than --epochs {epochs}: the runs would not be "
                             f"comparable; pass --epochs {done} or another --out-dir")
@@ -39,9 +44,37 @@ def train_command(kind: str, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", f"{MODEL_PACKAGES[kind]}.train", *flags]
 
 
-def run_relayed(name: str, cmd: list[str], env: dict[str, str]) -> int:
-    """Run `cmd`, relaying its output line by line prefixed with `[name]`; returns its exit status."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+class Runs:
+    """The processes `run_in_parallel` started; once `stop` is called, no new one starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen] = []
+        self._stopped = False
+
+    def start(self, cmd: list[str], env: dict[str, str]) -> subprocess.Popen | None:
+        with self._lock:
+            if self._stopped:
+                return None
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self._procs.append(proc)
+            return proc
+
+    def stop(self, signum: int) -> None:
+        """Pass the signal on: each train.py stops as it does on Ctrl-C (between two steps, last.pt kept)."""
+        with self._lock:
+            self._stopped = True
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+
+
+def run_relayed(name: str, cmd: list[str], env: dict[str, str], runs: Runs | None = None) -> int:
+    """Run `cmd`, relaying its output line by line prefixed with `[name]`; returns its exit status
+    (128 + SIGTERM if `runs` was stopped before it started)."""
+    proc = (runs or Runs()).start(cmd, env)
+    if proc is None:
+        return 128 + signal.SIGTERM
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.strip():
@@ -61,8 +94,17 @@ def run_in_parallel(jobs: list[tuple[str, list[str]]], n_parallel: int, share_co
     if not jobs:
         return
     env = thread_share_env(n_parallel) if share_cores else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runs = Runs()
     with ThreadPoolExecutor(n_parallel) as pool:
-        status = [(name, pool.submit(run_relayed, name, cmd, env)) for name, cmd in jobs]
+        status = [(name, pool.submit(run_relayed, name, cmd, env, runs)) for name, cmd in jobs]
+        try:
+            for _, s in status:
+                s.result()  # waits in the main thread, where SIGINT and SIGTERM arrive (exit_on_error)
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            runs.stop(signum)  # the runs stop and print what they kept; the relays then end
+            pool.shutdown(wait=True)
+            raise Signalled(signum, "the training runs were stopped too, each keeping its last checkpoint") from None
     failed = [f"{name} (exit {s.result()})" for name, s in status if s.result() != 0]
     if failed:
         raise TrainingError(f"training failed: {', '.join(failed)}; see its output above")

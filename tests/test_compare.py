@@ -78,3 +78,26 @@ def test_compare_wrong_checkpoint_kind_is_one_line_error(tmp_path, tiny_mnist, c
                       "--data-dir", str(tiny_mnist), "--no-download"])
     message = str(exc.value.code)
     assert message.startswith("error:") and "\n" not in message and "autoencoder" in message
+
+
+@pytest.mark.parametrize("poison,expect", [
+    (lambda w: w["decoder.fc.weight"].view(-1)[7:8].fill_(float("inf")),
+     "is unusable: weight decoder.fc.weight holds NaN or infinite values"),
+    (lambda w: [v.mul_(1e30) for v in w.values() if v.is_floating_point()],  # finite, but the activations overflow
+     "the model's codes are NaN or infinite: its weights overflow float32"),
+], ids=["one-inf-weight", "overflowing-weights"])
+def test_compare_refuses_weights_that_give_nan_with_one_line(tmp_path, tiny_mnist, checkpoints, poison, expect):
+    import torch
+
+    ae, vae = checkpoints
+    state = torch.load(vae, weights_only=True)
+    poison(state["model"])
+    torch.save(state, vae)
+    out = tmp_path / "cmp"
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--ae", str(ae), "--vae", str(vae), "--out-dir", str(out), "--data-dir", str(tiny_mnist),
+                      "--no-download", "--num-samples", "30", "--iwae-k", "4", "--iwae-images", "8",
+                      "--classifier-epochs", "1", "--device", "cpu", "--batch-size", "16"])
+    message = str(exc.value.code)
+    assert message.startswith("error:") and "\n" not in message and expect in message
+    assert not (out / "metrics.json").exists() and not (out / "ae_vs_vae.png").exists()

@@ -111,3 +111,117 @@ def test_batches_cover_every_image_once_and_shuffle_is_seeded():
     b = torch.cat(list(iterate_batches(x, 3, torch.Generator().manual_seed(5))))
     assert torch.equal(a, b) and not torch.equal(a, x)
     assert sorted(a.view(-1).tolist()) == list(range(10))
+
+
+# ----------------------------------------------------------------------------------------------
+# bounded inputs: headers are checked before data is read, and memory never exceeds what they announce
+
+
+def idx_header(n: int, *dims: int, type_code: int = 0x08) -> bytes:
+    return bytes([0, 0, type_code, 1 + len(dims)]) + b"".join(d.to_bytes(4, "big") for d in (n, *dims))
+
+
+def gzip_bomb(path, header: bytes, inflated: int):
+    """Members of zeros, each compressed once and repeated: a few KB per 16 MB inflated."""
+    import gzip
+
+    member = gzip.compress(bytes(1 << 24), compresslevel=9)
+    with path.open("wb") as f:
+        f.write(gzip.compress(header))
+        for _ in range(inflated >> 24):
+            f.write(member)
+    return path
+
+
+def peak_bytes(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_gzip_bomb_is_refused_after_the_size_its_header_announces(tmp_path):
+    # 512 images announced (401 KB), 2 GB of zeros inflated from a 2 MB file
+    path = gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", idx_header(512, 28, 28), 2 << 30)
+    assert path.stat().st_size < 3_000_000
+
+    def read():
+        with pytest.raises(DataError, match=r"is truncated or padded: header says shape \(512, 28, 28\) "
+                                            r"\(401408 bytes of data\), file has more"):
+            read_idx(path)
+
+    assert peak_bytes(read) < 4 * 401408 + (2 << 20)  # the announced size, a chunk, not the 2 GB
+
+
+def test_a_huge_sparse_file_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "images"
+    with path.open("wb") as f:
+        f.write(idx_header(2**31, 28, 28))
+        f.truncate(16 + 2**31 * 784)  # sparse: takes no disk space
+    with pytest.raises(DataError, match="announces shape .* at most 784,000,000 bytes are read"):
+        read_idx(path)
+    with path.open("r+b") as f:  # an honest header, a file far too big for it
+        f.write(idx_header(1000, 28, 28))
+
+    def read():
+        with pytest.raises(DataError, match=r"truncated or padded: header says shape \(1000, 28, 28\)"):
+            read_idx(path)
+
+    assert peak_bytes(read) < 1 << 20  # refused from the file's size, nothing read
+
+
+def test_load_split_checks_both_headers_before_reading_data(tmp_path, monkeypatch):
+    from common import data
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = raw / "t10k-images-idx3-ubyte"
+    labels = raw / "t10k-labels-idx1-ubyte"
+    reads = []
+    monkeypatch.setattr(data, "read_idx", lambda *a, **k: reads.append(a) or read_idx(*a, **k))
+    for header, label_header, match in [
+        (idx_header(10**7, 28, 28), idx_header(10**7), "announces 10,000,000 images; at most 1,000,000 are read"),
+        (idx_header(3, 28, 28), idx_header(2), r"holds \(2,\) labels for 3 images"),
+        (idx_header(3, 28, 28), idx_header(3, 1), r"holds \(3, 1\) labels for 3 images"),
+        (idx_header(3, 28, 28), idx_header(3, type_code=0x0C), "holds >i4 labels; expected uint8"),
+        (idx_header(3, 28, 28, type_code=0x0D), idx_header(3), "expected uint8 28x28"),
+        (idx_header(0, 28, 28), idx_header(0), "holds no images"),
+    ]:
+        images.write_bytes(header)  # headers only: the data would be read after the checks
+        labels.write_bytes(label_header)
+        with pytest.raises(DataError, match=match):
+            load_split(tmp_path, "mnist", "test", download=False)
+    assert reads == []
+
+
+def test_a_gzipped_split_reads_like_a_plain_one(tmp_path):
+    import gzip
+
+    root = write_mnist(tmp_path / "plain", n_train=4, n_test=6)
+    zipped = tmp_path / "zipped" / "MNIST" / "raw"
+    zipped.mkdir(parents=True)
+    for f in (root / "MNIST" / "raw").iterdir():
+        (zipped / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+    a = load_split(root, "mnist", "test", download=False)
+    b = load_split(tmp_path / "zipped", "mnist", "test", download=False)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+def test_corrupt_gzip_and_odd_headers_are_one_line(tmp_path):
+    import gzip
+
+    bad = tmp_path / "x.gz"
+    bad.write_bytes(gzip.compress(idx_header(2) + b"\x01\x02")[:-6])  # cut inside the trailer
+    with pytest.raises(DataError, match=f"cannot read {bad}"):
+        read_idx(bad)
+    odd = tmp_path / "odd"
+    odd.write_bytes(bytes([0, 0, 8, 200]))
+    with pytest.raises(DataError, match=r"bad IDX header \(200 dimensions\)"):
+        read_idx(odd)
+    with pytest.raises(DataError, match=r"holds uint8 data of shape \(2,\); expected uint8 of shape \('any', 28, 28\)"):
+        read_idx(write_idx(tmp_path / "l", np.zeros(2, np.uint8)), np.uint8, (None, 28, 28))

@@ -39,6 +39,7 @@ def test_importing_the_figure_code_keeps_the_matplotlib_backend(tmp_path):
             "import common.figures, common.plotter; print(before, matplotlib.get_backend())")
     for backend in ("svg", "pdf"):
         done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                              env={"MPLBACKEND": backend, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path)})
+                              env={"MPLBACKEND": backend, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                   "MPLCONFIGDIR": str(tmp_path)})
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == [backend, backend]

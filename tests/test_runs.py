@@ -1,17 +1,22 @@
 """experiments/runs.py: what each run of a multi-run program needs."""
 
+import dataclasses
+
 import pytest
 
 from common.checkpoint import save_checkpoint
 from common.errors import CheckpointError, TrainingError
 from experiments.runs import train_flags
+from variational_autoencoder.model import VAE, VAEConfig
 
 
 def test_train_flags_start_finish_skip_or_refuse_a_run(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.pt"
     assert train_flags(ckpt, 3, "vae") == []  # nothing there: start
     assert train_flags(ckpt, 3, "vae", overwrite=True) == ["--overwrite"]
-    save_checkpoint(ckpt, {"kind": "vae", "config": {}, "model": {}, "epoch": 2})
+    config = VAEConfig(filters=(4, 4, 4, 4))
+    save_checkpoint(ckpt, {"kind": "vae", "config": dataclasses.asdict(config), "model": VAE(config).state_dict(),
+                           "epoch": 2})
     assert train_flags(ckpt, 3, "vae") == ["--resume"]  # 2 of 3 epochs: finish it
     assert train_flags(ckpt, 2, "vae") is None  # done
     with pytest.raises(TrainingError, match="has 2 epochs, more than --epochs 1"):

@@ -30,6 +30,7 @@ import torch
 from common import trainer
 from common.checkpoint import save_checkpoint
 from common.data import DataError, load_split
+from common.options import MAX_EPOCHS
 from conftest import write_idx, write_mnist
 from variational_autoencoder import train as vae_train
 from vanila_autoencoder import train as ae_train
@@ -192,6 +193,68 @@ def unsafe_pickle(sb: Path) -> list[str]:
     return plot_args(sb, "--checkpoint", str(path))
 
 
+# ----------------------------------------------------------------------------------------------
+# bad input, round two (issue 15): absurd flags, doctored checkpoints, unbounded inputs, a full disk
+
+
+def doctored(sb: Path, change: Callable[[dict], None], out: str = "ae") -> Path:
+    """Apply `change` to <sb>/<out>/checkpoints/last.pt (loadable, well-typed, but odd)."""
+    path = sb / out / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    return path
+
+
+def nan_weights(state: dict) -> None:
+    state["model"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in state["model"].items()}
+
+
+def one_inf_weight(state: dict) -> None:
+    state["model"]["decoder.fc.weight"][5, 1] = float("inf")
+
+
+def gzip_bomb_idx(sb: Path) -> list[str]:
+    """The training images as 2 MB of gzip that inflate to 2 GB after an honest 96-image header."""
+    import gzip
+
+    plain = sb / TRAIN_IMAGES
+    member = gzip.compress(bytes(1 << 24), compresslevel=9)  # 16 MB of zeros; members can be concatenated
+    with plain.with_name(plain.name + ".gz").open("wb") as f:
+        f.write(gzip.compress(plain.read_bytes()[:16]))
+        f.write(member * 128)
+    plain.unlink()
+    return train_args(sb)
+
+
+def huge_sparse_idx(sb: Path) -> list[str]:
+    """2,000,000 images announced and present (1.6 GB, sparse). Outside the sandbox, whose files
+    the test reads whole."""
+    data = sb.parent / f"{sb.name}-data"
+    shutil.copytree(sb / "data", data)
+    with (data / "MNIST/raw/train-images-idx3-ubyte").open("r+b") as f:
+        f.seek(4)
+        f.write((2_000_000).to_bytes(4, "big"))
+        f.truncate(16 + 2_000_000 * 28 * 28)
+    return train_args(sb) + ["--data-dir", str(data)]
+
+
+# Runs the script with a file size limit, as a nearly full disk would: past `limit` bytes a write
+# fails (EFBIG, "File too large") instead of the process being killed.
+FILE_SIZE_LIMIT = (
+    "import resource, runpy, signal, sys\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "sys.argv = sys.argv[2:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def half_the_checkpoint(sb: Path) -> list[str]:
+    return ["-c", FILE_SIZE_LIMIT, str((sb / "ae/checkpoints/last.pt").stat().st_size // 2)]
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -199,6 +262,7 @@ class Case:
     args: Callable[[Path], list[str]]  # sandbox -> arguments; may first damage files in the sandbox
     expect: str  # a phrase of the one-line message
     locked: tuple[tuple[str, int], ...] = ()  # (sandbox path, mode) applied just for the run
+    wrapper: Callable[[Path], list[str]] | None = None  # sandbox -> python arguments that run the script
 
 
 CASES = [
@@ -243,6 +307,36 @@ CASES = [
     Case("plot-out-dir-under-a-file", "ae/plot",
          lambda sb: plot_args(sb, "--checkpoint", str(sb / "ae/checkpoints/last.pt"), out="notes.txt/x"),
          "cannot write to output folder"),
+    # issue 15
+    Case("seed-huge", "ae/train", lambda sb: train_args(sb, "--seed", str(10**30)), "argument --seed"),
+    Case("seed-float", "vae/train", lambda sb: train_args(sb, "--seed", "1e30"), "argument --seed"),
+    Case("epochs-huge", "ae/train", lambda sb: train_args(sb, "--epochs", str(10**12)), "argument --epochs"),
+    Case("latent-dim-huge", "vae/train", lambda sb: train_args(sb, "--latent-dim", str(10**9)),
+         "argument --latent-dim"),
+    Case("idx-gzip-bomb", "ae/train", gzip_bomb_idx, "file has more"),
+    Case("idx-huge-sparse", "ae/train", huge_sparse_idx, "announces 2,000,000 images; at most 1,000,000 are read"),
+    Case("plot-nan-weights", "ae/plot", lambda sb: doctored(sb, nan_weights) and plot_args(sb),
+         "weight encoder.convs.0.0.weight holds NaN or infinite values"),
+    Case("plot-one-inf-weight", "vae/plot", lambda sb: doctored(sb, one_inf_weight, "vae") and plot_args(sb, out="vae"),
+         "weight decoder.fc.weight holds NaN or infinite values"),
+    Case("plot-latent-dim-huge", "ae/plot",
+         lambda sb: doctored(sb, lambda st: st["config"].update(latent_dim=10**9)) and plot_args(sb),
+         "latent_dim must be an integer from 1 to 1024, got 1000000000"),
+    Case("plot-other-image-size", "vae/plot",
+         lambda sb: doctored(sb, lambda st: st["config"].update(image_size=32), "vae") and plot_args(sb, out="vae"),
+         "is for 1-channel 32x32 images"),
+    Case("plot-malformed-history", "ae/plot",
+         lambda sb: doctored(sb, lambda st: st.update(history=[{"epoch": 1, "test_loss": "low"}])) and plot_args(sb),
+         "history entry 0 is not a dict of named numbers"),
+    Case("resume-batch-size-zero", "ae/train",
+         lambda sb: doctored(sb, lambda st: st["train"].update(batch_size=0)) and train_args(
+             sb, "--resume", "--epochs", "2", out="ae"),
+         "invalid training settings: batch_size must be an integer from 1 to 1000000, got 0"),
+    Case("resume-nan-weights", "vae/train",
+         lambda sb: doctored(sb, nan_weights, "vae") and train_args(sb, "--resume", "--epochs", "2", out="vae"),
+         "holds NaN or infinite values"),
+    Case("disk-full-checkpoint", "ae/train", lambda sb: train_args(sb, "--resume", "--epochs", "2", out="ae"),
+         "last.pt: File too large; training stopped and ", wrapper=half_the_checkpoint),
 ]
 
 
@@ -269,7 +363,8 @@ def run_case(case: Case, template: Path, sandbox: Path, unprivileged_ok: bool) -
         return Outcome(skipped="running as root and unable to drop CAP_DAC_OVERRIDE: chmod 000 cannot make "
                                "a path unreadable here")
     shutil.copytree(template, sandbox)
-    cmd = [sys.executable, str(SCRIPTS[case.script]), *case.args(sandbox)]
+    wrapper = case.wrapper(sandbox) if case.wrapper else []
+    cmd = [sys.executable, *wrapper, str(SCRIPTS[case.script]), *case.args(sandbox)]
     before = snapshot(sandbox)
     for rel, mode in case.locked:
         (sandbox / rel).chmod(mode)
@@ -376,7 +471,7 @@ def run_stop(stop: Stop, template: Path, folder: Path) -> Outcome:
     out = folder / "run"
     folder.mkdir()
     cmd = [sys.executable, *(["-c", stop.wrapper] if stop.wrapper else []), str(SCRIPTS[stop.script]),
-           "--data-dir", str(template / "data"), "--out-dir", str(out), *FAST, "--epochs", "100000", *stop.extra]
+           "--data-dir", str(template / "data"), "--out-dir", str(out), *FAST, "--epochs", str(MAX_EPOCHS), *stop.extra]
     proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
     if stop.wrapper:  # it kills itself
         _, stderr = proc.communicate(timeout=TIMEOUT)
@@ -432,7 +527,7 @@ def test_signal_during_training_exits_cleanly_and_resume_works(stop: Stop, backg
     ckpt = out / "checkpoints" / "last.pt"
     done = load_safely(ckpt)["epoch"]
     assert f"last.pt still holds epoch {done};" in last
-    # the run planned 100000 epochs; --resume --epochs N sets a new total (for equivalence see below)
+    # the run planned MAX_EPOCHS epochs; --resume --epochs N sets a new total (for equivalence see below)
     resumed = TRAIN[stop.script].main(["--out-dir", str(out), "--resume", "--epochs", str(done + 1)])
     assert [h["epoch"] for h in resumed["history"]] == list(range(1, done + 2))
     assert load_safely(ckpt)["epoch"] == done + 1

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_idx(path: Path, array: np.ndarray, type_code: int = 0x08) -> Path:
@@ -42,3 +43,13 @@ def write_mnist(root: Path, n_train: int = 96, n_test: int = 40, seed: int = 0, 
 def tiny_mnist(tmp_path: Path) -> Path:
     """A data dir holding MNIST/raw/ with 96 training and 40 test images."""
     return write_mnist(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """In-process training on one thread, for modules that also run several subprocesses at once on
+    a machine with few cores, where spinning OpenMP threads would slow everything down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

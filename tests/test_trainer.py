@@ -109,13 +109,7 @@ def last_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process training here uses one thread too, for the same reason as ENV."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

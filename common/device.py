@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -68,13 +69,22 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below which it has no native bf16 kernels
+_ONEDNN_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def bf16_is_fast(device: torch.device) -> bool:
     """True where bfloat16 matmuls/convs run natively: CUDA with bf16 support, or a CPU with
-    AVX-512 BF16 or AMX. Elsewhere bf16 is emulated and slower than fp32."""
+    AVX-512 BF16 or AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY=avx2 or
+    ONEDNN_MAX_CPU_ISA=AVX2 make such a CPU behave like an AVX2 one). Elsewhere bf16 is emulated and
+    about ten times slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        capped = (not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+                  or os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in _ONEDNN_WITHOUT_BF16)
+        return native and not capped
     return False
 
 

@@ -87,6 +87,8 @@ def test_evaluation_forks_the_accelerators_random_stream(monkeypatch):
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert dev.resolve_precision("auto", cpu) == "fp32"
@@ -128,3 +130,19 @@ def test_an_unavailable_device_is_one_line_error_in_every_script(module, argv, m
     with pytest.raises(SystemExit) as exit_info:
         importlib.import_module(module).main([*argv, *ckpt, "--device", "cuda"])
     assert str(exit_info.value.code) == "error: device 'cuda' requested but CUDA is not available"
+
+
+def test_a_cpu_capped_to_avx2_trains_in_fp32(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 or ATEN_CPU_CAPABILITY=avx2 on an AVX-512 BF16 CPU: bf16 would be emulated."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert dev.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert dev.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert dev.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert dev.resolve_precision("auto", cpu) == "fp32"
+    assert dev.resolve_precision("bf16", cpu) == "bf16"  # asked for explicitly: given

@@ -77,3 +77,20 @@ def test_conditional_vae_trains_reloads_and_draws_its_grid(tmp_path, tiny_mnist)
     assert "conditional_grid.png" in written and "manifold.png" not in written
     with Image.open(out / "figures" / "conditional_grid.png") as image:
         assert image.format == "PNG"
+
+
+def test_tensorboard_flag_logs_every_term_a_sample_grid_and_the_projector(tmp_path, tiny_mnist):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out = tmp_path / "run"
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--tensorboard", "--log-every", "1", *FAST])
+    events = event_accumulator.EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    terms = {"loss", "recon", "kl", "neg_elbo"}
+    assert set(events.Tags()["scalars"]) == {f"{split}/{t}" for split in ("train", "test") for t in terms}
+    assert len(events.Scalars("train/loss")) == 3  # 96 images in batches of 32: read back at every step here
+    assert events.Tags()["images"] == ["samples/prior"]
+    assert (out / "tensorboard" / "projector_config.pbtxt").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["environment"]) >= {"python", "torch", "torchvision", "device_name", "cpu_features", "threads",
+                                       "git"}
+    assert set(run["environment"]["cpu_features"]) == {"avx2", "avx512", "avx512_bf16", "amx"}

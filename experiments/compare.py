@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from common import figures
 from common.checkpoint import load_for_inference
@@ -47,7 +48,7 @@ from common.files import write_json
 from common.metrics import (aggregate_log_density, class_entropy, confidence_stats, frechet_distance_from_moments,
                             gaussian_moments, iwae_nll, latent_geometry, neg_elbo, posterior_diagnostics,
                             posterior_parameters, prior_radius, reconstruction_metrics)
-from common.options import positive_int
+from common.options import positive_int, seed_int
 from common.samplers import fit_gmm, sample_gmm, uniform_in_box
 from experiments.classifier import (Classification, ClassifierTraining, DigitClassifier, classify,
                                     load_or_train_classifier)
@@ -87,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="(default: auto: cuda, then mps, then cpu)")
     parser.add_argument("--batch-size", type=positive_int, default=1000,
                         help="images per inference batch (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="samples, the GMMs and the VAE's noise (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help=f"samples, the GMMs and the VAE's noise, {seed_int.span()} (default: 0)")
     return parser.parse_args(argv)
 
 
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             moments = gaussian_moments(test_out.features.numpy())
             real = classify(classifier, train.images[:REFERENCE_IMAGES], args.batch_size)
             judged[judge] = {name: verdict(classify(classifier, images, args.batch_size), moments, wanted.get(name))
-                             for name, images in samples.items()}
+                             for name, images in tqdm(samples.items(), desc=f"judging ({judge})", unit="set",
+                                                      leave=False, disable=None)}
             # real digits: the verdict on the test set itself; its Fréchet distance (0 by definition)
             # replaced by that of training images, the floor a perfect generator would reach
             judged[judge]["real digits"] = {**verdict(test_out, moments, test.labels),

@@ -241,6 +241,10 @@ def iterate_batches(data: Tensors, batch_size: int, generator: torch.Generator |
 
     The permutation is drawn on the CPU from `generator` so that the order depends only on the
     seed, not on the device; the last, smaller batch is kept.
+
+    Hand-written rather than torch.utils.data.DataLoader on purpose: MNIST fits in memory (188 MB
+    as float32), so one gather per step from tensors already on the device replaces the
+    DataLoader's per-sample collation and host-to-device copy of every batch.
     """
     tensors = data if isinstance(data, tuple) else (data,)
     n = tensors[0].shape[0]

@@ -13,7 +13,7 @@ def test_reproduce_runs_every_stage_then_skips_trained_models(tmp_path, tiny_mni
     argv = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--epochs", "1", "--device", "cpu",
             "--iwae-k", "2", "--iwae-images", "4", "--no-download", "--parallel"]
     timings = reproduce.main(argv)
-    assert {"train ae + vae + cvae (two at a time)", "plot ae", "plot vae", "plot cvae", "compare", "ship",
+    assert {"train ae + vae + cvae (at once)", "plot ae", "plot vae", "plot cvae", "compare", "ship",
             "total"} <= set(timings)
     for name in ("ae", "vae", "cvae"):
         assert torch.load(out / name / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1

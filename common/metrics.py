@@ -18,7 +18,8 @@ Everything is in nats; statistics are computed in float64 where precision matter
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -179,6 +180,9 @@ def neg_elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, seed: in
 class ImportanceEstimate(NamedTuple):
     log_px: torch.Tensor  # (N,) IWAE bound: log (1/k) sum_i w_i, the estimate of log p(x)
     elbo: torch.Tensor  # (N,) the ELBO from the same k draws: (1/k) sum_i log w_i (<= log_px)
+    # smaller k' -> (N,) the IWAE bound with k' samples from the same draws, averaged over their
+    # k // k' disjoint groups of k' (what a run with k' would have estimated, with less noise)
+    by_k: Mapping[int, torch.Tensor] = MappingProxyType({})
 
 
 def importance_weighted_bound(
@@ -189,6 +193,7 @@ def importance_weighted_bound(
     num_samples: int,
     samples_per_pass: int | None = None,
     generator: torch.Generator | None = None,
+    smaller_k: Sequence[int] = (),
 ) -> ImportanceEstimate:
     """IWAE bound on log p(x) with q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I):
 
@@ -197,15 +202,20 @@ def importance_weighted_bound(
     x (N, ...), mu and logvar (N, d). The k draws are taken `samples_per_pass` at a time and
     combined with a running logsumexp, so memory is bounded by samples_per_pass * N decodes.
     It equals log p(x) for any k when q is the exact posterior, and tends to it as k grows.
+    For each k' in `smaller_k` (1 <= k' < k) the bound with k' samples is taken from the same
+    draws (`by_k`); those keep every log-weight, k * N float64 numbers (4 MB for k = 5000, N = 100).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
+    if any(not 1 <= k < num_samples for k in smaller_k):
+        raise ValueError(f"smaller_k must lie in [1, {num_samples - 1}], got {list(smaller_k)}")
     per_pass = min(samples_per_pass or num_samples, num_samples)
     mu, logvar = mu.double(), logvar.double()
     n, d = mu.shape
     std = torch.exp(0.5 * logvar)
     log_sum = torch.full((n,), -math.inf, dtype=torch.float64, device=mu.device)
     log_w_sum = torch.zeros(n, dtype=torch.float64, device=mu.device)
+    kept: list[torch.Tensor] = []  # every pass's log-weights, only when smaller_k asks for them
     done = 0
     while done < num_samples:
         s = min(per_pass, num_samples - done)
@@ -218,8 +228,17 @@ def importance_weighted_bound(
         log_w = log_lik + log_prior - log_q
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
         log_w_sum += log_w.sum(0)
+        if smaller_k:
+            kept.append(log_w)
         done += s
-    return ImportanceEstimate(log_px=log_sum - math.log(num_samples), elbo=log_w_sum / num_samples)
+    by_k = {}
+    if smaller_k:
+        log_w_all = torch.cat(kept)  # (k, N)
+        for k in smaller_k:
+            groups = log_w_all[: num_samples // k * k].view(num_samples // k, k, n)
+            by_k[k] = (torch.logsumexp(groups, 1) - math.log(k)).mean(0)
+    return ImportanceEstimate(log_px=log_sum - math.log(num_samples), elbo=log_w_sum / num_samples,
+                              by_k=MappingProxyType(by_k))
 
 
 @torch.inference_mode()
@@ -230,7 +249,8 @@ def iwae_nll(
     batch_size: int = 100,
     max_decodes: int | None = None,
     seed: int = 0,
-) -> dict[str, float]:
+    smaller_k: Sequence[int] = (),
+) -> dict[str, Any]:
     """-log p(x) estimated with the IWAE bound (k = num_samples), for a VAE with a Bernoulli
     decoder; nats/image averaged over x, with its standard error over the images ("se"). Also the
     -ELBO from the same draws (always >= the bound). In float32 (float64 for the weights) on every
@@ -239,13 +259,20 @@ def iwae_nll(
     Images go `batch_size` at a time; each decoder pass handles at most `max_decodes` (image,
     sample) pairs, which bounds memory whatever k is (default: 4,096 on a CPU, 16,384 on a GPU,
     where larger passes keep it busy; about 1.6 GB of activations there).
+
+    What the estimate would have been with fewer samples, from the same draws (no extra decodes):
+    for each k' in `smaller_k` below k, "by_k" lists its -log p(x) and how far it lies above the
+    k-sample estimate ("excess", with its standard error over the images: the images are the same,
+    so this difference is far more precise than either number).
     """
+    smaller_k = sorted({k for k in smaller_k if k < num_samples})
     model.eval()
     device = _device(model)
     max_decodes = max_decodes or (4096 if device.type == "cpu" else 16_384)
     gen = torch.Generator(device=device).manual_seed(seed)
     log_lik = decoder_log_likelihood(model.decode_logits)
     log_px, elbo = [], []
+    by_k: dict[int, list[torch.Tensor]] = {k: [] for k in smaller_k}
     # full float32 on GPUs too: cuDNN's default TF32 convolutions shift log p(x|z) measurably
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         for batch in tqdm(iterate_batches(x, batch_size), total=math.ceil(len(x) / batch_size),
@@ -253,13 +280,29 @@ def iwae_nll(
             batch = batch.to(device)
             mu, logvar = model.encode(batch)
             est = importance_weighted_bound(batch, mu, logvar, log_lik, num_samples,
-                                            samples_per_pass=max(1, max_decodes // len(batch)), generator=gen)
+                                            samples_per_pass=max(1, max_decodes // len(batch)), generator=gen,
+                                            smaller_k=smaller_k)
             log_px.append(est.log_px)
             elbo.append(est.elbo)
+            for k in smaller_k:
+                by_k[k].append(est.by_k[k])
     log_px_all = torch.cat(log_px)
-    se = log_px_all.std().item() / math.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return {"nll": -log_px_all.mean().item(), "se": se, "neg_elbo_same_draws": -torch.cat(elbo).mean().item(),
-            "k": num_samples, "images": len(x)}
+    result: dict[str, Any] = {"nll": -log_px_all.mean().item(), "se": _standard_error(log_px_all),
+                              "neg_elbo_same_draws": -torch.cat(elbo).mean().item(), "k": num_samples,
+                              "images": len(x)}
+    if smaller_k:
+        result["by_k"] = []
+        for k, parts in by_k.items():
+            estimate = torch.cat(parts)
+            excess = log_px_all - estimate  # >= 0 image by image where k' divides k (Jensen)
+            result["by_k"].append({"k": k, "nll": -estimate.mean().item(), "se": _standard_error(estimate),
+                                   "excess": excess.mean().item(), "excess_se": _standard_error(excess)})
+    return result
+
+
+def _standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean of `values` (NaN for fewer than two)."""
+    return values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,11 +9,19 @@ and precision for this machine (--precision auto), the real `train_one_epoch` (n
 sync). Rounds alternate reference / default so that machine noise hits both; the median of the
 rounds is reported, and the ratio is taken within this one run.
 
-With --data-dir (real MNIST) it also times a whole default epoch the way a user runs it,
+Steps are timed on uniform noise, or with --data-dir on MNIST's own images (the step time depends
+on the data). With --data-dir it also times a whole default epoch the way a user runs it,
 `python -m <model>.train --epochs 1`, from start to exit (imports, data, the epoch with its
 progress bar and schedule, evaluation, checkpoint), and reports it as images/s of the epoch and
 against the reference. The header gives the CPU's ISA, threads, torch version and the measured
 fp32 matrix-product peak; the table the share of that peak each path reaches.
+
+With --choices it also times each choice the default path makes for this machine against its
+alternative, one changed at a time: the memory format for training and for evaluation, Adam's
+implementation, how often losses are read back, and (on a CPU) one run on every core against
+one-thread runs side by side, as the reproduction and the studies train.
+
+    python -m experiments.bench --data-dir ../shared/data --models vae --choices
 """
 
 from __future__ import annotations
@@ -28,12 +36,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.data import IMAGE_SIZE, iterate_batches
+from common.data import IMAGE_SIZE, iterate_batches, load_split
 from common.device import DEVICES, PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
 from common.errors import ProjectError, exit_on_error
 from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
@@ -86,15 +95,18 @@ def reference_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: i
 
 
 def default_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: int, lr: float, batch_size: int,
-                  amp: Callable[[], contextlib.AbstractContextManager]) -> float:
-    """The project's path: the real train_one_epoch over `steps` batches. Returns seconds."""
-    optimizer = make_optimizer(model, lr)
+                  amp: Callable[[], contextlib.AbstractContextManager],
+                  optimizer_for: Callable[[nn.Module, float], torch.optim.Optimizer] = make_optimizer,
+                  log_every: int = 50) -> float:
+    """The project's path: the real train_one_epoch over `steps` batches. Returns seconds.
+    `optimizer_for` and `log_every` let --choices change one thing at a time."""
+    optimizer = optimizer_for(model, lr)
     gen = torch.Generator().manual_seed(0)
     x = x[: steps * batch_size]
     batches = iterate_batches((x, labels(x)), batch_size, gen)
     _sync(x.device)
     t0 = time.perf_counter()
-    train_one_epoch(model, batches, optimizer, loss_fn, amp=amp, log_every=50)
+    train_one_epoch(model, batches, optimizer, loss_fn, amp=amp, log_every=log_every)
     _sync(x.device)
     return time.perf_counter() - t0
 
@@ -166,6 +178,96 @@ def all_in_epoch(kind: str, data_dir: str, precision: str, device: str, extra: l
     return seconds
 
 
+def bench_images(args: argparse.Namespace, n: int, device: torch.device, split: str = "train") -> torch.Tensor:
+    """n images (N, 1, 28, 28) to time on: MNIST's own (the first of `split`, repeated if more are
+    needed) with --data-dir, else uniform noise. The data changes the step time: under the AVX2 cap
+    the VAE's step ran at 962-980 images/s on MNIST and 1,056-1,096 on noise (same code, same
+    session), so the step rate is timed on what train.py trains on whenever it is at hand."""
+    if not args.data_dir:
+        return torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    images = load_split(args.data_dir, "mnist", split, download=False).images
+    return images.repeat(-(-n // len(images)), 1, 1, 1)[:n].to(device)
+
+
+def other_adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with the other implementation than make_optimizer's: fused on a CPU, for-each on CUDA."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=next(model.parameters()).device.type == "cpu")
+
+
+def alternating(first: Callable[[], float], second: Callable[[], float], rounds: int) -> tuple[float, float]:
+    """Medians of `rounds` alternating calls of two rate measurements."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
+
+
+def runs_at_once(runs: int, threads: int, args: argparse.Namespace, precision: str) -> float:
+    """Total training images/s of `runs` default-path VAE runs started together, `threads` CPU
+    threads each: separate processes, as experiments.reproduce and the studies train."""
+    cmd = [sys.executable, "-m", "experiments.bench", "--rate-only", "--models", "vae", "--device", "cpu",
+           "--precision", precision, "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+           *(["--data-dir", args.data_dir] if args.data_dir else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(runs)]
+    outputs = [proc.communicate() for proc in procs]
+    if any(proc.returncode != 0 for proc in procs):
+        err = next(err for (_, err), proc in zip(outputs, procs) if proc.returncode != 0)
+        raise ProjectError(f"a timed run failed: {(err.strip().splitlines() or ['?'])[-1]}")
+    return sum(float(out.split()[-1]) for out, _ in outputs)
+
+
+def choices(args: argparse.Namespace, device: torch.device, precision: str,
+            amp: Callable[[], contextlib.AbstractContextManager]) -> list[tuple[str, str, float, str, float]]:
+    """Each choice the default path makes for this machine against its alternative, one changed
+    at a time (the VAE, the default path otherwise): (choice, default, img/s, alternative, img/s)."""
+    build, loss_fn = MODELS["vae"]
+    lr, rows = TrainConfig.lr, []
+    x = bench_images(args, (args.steps + args.warmup) * args.batch_size, device)
+    x_eval = bench_images(args, args.eval_images, device, "test")
+    formats = {"channels_last": torch.channels_last, "NCHW": torch.contiguous_format}
+    train_default = format_name(memory_format_for(device, precision, training=True))
+    eval_default = format_name(memory_format_for(device, precision, training=False))
+
+    def train_rate(fmt: str, **kw) -> Callable[[], float]:
+        model = build().to(device=device, memory_format=formats[fmt])
+        data = x.contiguous(memory_format=formats[fmt])
+        default_steps(model, loss_fn, data, args.warmup, lr, args.batch_size, amp, **kw)
+        return lambda: args.steps * args.batch_size / default_steps(model, loss_fn, data, args.steps, lr,
+                                                                    args.batch_size, amp, **kw)
+
+    def eval_rate(fmt: str) -> Callable[[], float]:
+        model = build().to(device=device, memory_format=formats[fmt])
+        data = x_eval.contiguous(memory_format=formats[fmt])
+        return lambda: timed_eval(model, data, loss_fn, TrainConfig.eval_batch_size, amp)
+
+    other = {"channels_last": "NCHW", "NCHW": "channels_last"}
+    pairs = [
+        ("training memory format", train_default, train_rate(train_default), other[train_default],
+         train_rate(other[train_default])),
+        ("evaluation memory format (batches of 1,000)", eval_default, eval_rate(eval_default), other[eval_default],
+         eval_rate(other[eval_default])),
+        ("Adam", "fused" if device.type == "cuda" else "for-each", train_rate(train_default),
+         "for-each" if device.type == "cuda" else "fused", train_rate(train_default, optimizer_for=other_adam)),
+        ("losses read back", "every 50 steps", train_rate(train_default), "every step",
+         train_rate(train_default, log_every=1)),
+    ]
+    for name, default, first, alternative, second in pairs:
+        a, b = alternating(first, second, args.rounds)
+        rows.append((name, default, a, alternative, b))
+    cores = torch.get_num_threads()
+    if device.type == "cpu" and cores >= 2:
+        one = runs_at_once(1, cores, args, precision)
+        rows.append((f"{cores} cores: runs side by side", f"1 run, {cores} threads", one,
+                     f"{cores} runs, 1 thread each", runs_at_once(cores, 1, args, precision)))
+        rows.append((f"{cores} cores: runs side by side", f"1 run, {cores} threads", one,
+                     f"{cores + 1} runs, 1 thread each", runs_at_once(cores + 1, 1, args, precision)))
+    return rows
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
@@ -183,19 +285,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"alternating rounds, {bench_count.span()} (default: 5)")
     p.add_argument("--eval-images", type=positive_int, default=10_000, help="(default: 10000)")
     p.add_argument("--seed", type=seed_int, default=0, help=f"{seed_int.span()} (default: 0)")
-    p.add_argument("--data-dir", help="with real MNIST here, also time a whole default train.py epoch per model "
-                                      "from start to exit (default: skip that)")
+    p.add_argument("--data-dir", help="with real MNIST here, time the steps on its images and also a whole default "
+                                      "train.py epoch per model from start to exit (default: noise, and no epoch)")
     p.add_argument("--train-flags", default="", help="extra train.py flags for the whole-epoch run (default: none)")
+    p.add_argument("--choices", action="store_true",
+                   help="also time each choice the default path makes for this machine against its alternative "
+                        "(memory formats, Adam's implementation, loss read-back, runs side by side)")
+    p.add_argument("--rate-only", action="store_true",
+                   help="print only the default path's training images/s of the first --models (for --choices)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():  # an unavailable --device, Ctrl-C or SIGTERM: one line, no traceback
+        if args.rate_only:
+            return {args.models[0]: {"default_img_s": rate_only(args)}}
         return benchmark(args)
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+def rate_only(args: argparse.Namespace) -> float:
+    """The default path's training images/s, printed alone (one run of `runs_at_once`)."""
+    device = get_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    build, loss_fn = MODELS[args.models[0]]
+    fmt = memory_format_for(device, precision, training=True)
+    torch.manual_seed(args.seed)
+    x = bench_images(args, (args.steps + args.warmup) * args.batch_size, device).contiguous(memory_format=fmt)
+    model = build().to(device=device, memory_format=fmt)
+    amp = lambda: autocast(device, precision)  # noqa: E731
+    default_steps(model, loss_fn, x, args.warmup, TrainConfig.lr, args.batch_size, amp)
+    rate = args.steps * args.batch_size / default_steps(model, loss_fn, x, args.steps, TrainConfig.lr,
+                                                        args.batch_size, amp)
+    print(f"{rate:.1f}")
+    return rate
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement, one table row per model (see the module docstring)."""
     device = get_device(args.device)
     precision = resolve_precision(args.precision, device)
@@ -210,11 +336,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, dict[str, float]]:
           f"{args.batch_size}{'' if args.compile == 'off' else f', torch.compile {args.compile}'}\n")
     torch.manual_seed(args.seed)
     n = max(args.steps + args.warmup, 1) * max(args.batch_size, REFERENCE_BATCH)
-    x_nchw = torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    x_nchw = bench_images(args, n, device)
     x_train = x_nchw.contiguous(memory_format=train_format)
-    x_eval = torch.rand(args.eval_images, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    x_eval = bench_images(args, args.eval_images, device, "test")
     lr = TrainConfig.lr
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, Any] = {}
     rows, flop_notes = [], []
     for name in args.models:
         build, loss_fn = MODELS[name]
@@ -257,6 +383,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, dict[str, float]]:
           "(vs reference) | reference eval img/s | default eval img/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    if args.choices:
+        print(f"\nEach choice of the default path against its alternative (VAE, {precision}, batch {args.batch_size}, "
+              f"medians of {args.rounds} alternating rounds; runs side by side: one round, total img/s):\n")
+        print("| choice | default | img/s | alternative | img/s | default / alternative |")
+        print("|---|---|---:|---|---:|---:|")
+        for name, default, a, alternative, b in choices(args, device, precision, amp):
+            results.setdefault("choices", {})[f"{name}: {alternative}"] = {"default_img_s": a, "alternative_img_s": b}
+            print(f"| {name} | {default} | {a:,.0f} | {alternative} | {b:,.0f} | {a / b:.2f}x |")
     return results
 
 

@@ -58,6 +58,9 @@ def test_compare_end_to_end(tmp_path, tiny_mnist, checkpoints, capsys):
     likelihood = models["vae"]["likelihood"]
     assert likelihood["iwae"]["k"] == 4 and likelihood["iwae"]["images"] == 8
     assert likelihood["iwae"]["nll"] <= likelihood["iwae"]["neg_elbo_same_draws"]
+    # only the smaller k below --iwae-k 4; k = 1 is the -ELBO of the same draws
+    (one,) = likelihood["iwae"]["by_k"]
+    assert one["k"] == 1 and one["nll"] == pytest.approx(likelihood["iwae"]["neg_elbo_same_draws"])
     assert likelihood["neg_elbo"] == pytest.approx(likelihood["recon"] + likelihood["kl"])
     posterior = models["vae"]["posterior"]
     assert sum(posterior["kl_per_dim"]) == pytest.approx(likelihood["kl"], rel=1e-4)  # the same KL, split by dim

@@ -172,11 +172,45 @@ def test_iwae_is_exact_with_the_true_posterior(k, per_pass):
     torch.manual_seed(0)
     x = marginal.sample((20,))
     mu, logvar = posterior(x)
+    smaller = [s for s in (1, 3, 7) if s < k]
     est = importance_weighted_bound(x, mu, logvar, log_likelihood, k, samples_per_pass=per_pass,
-                                    generator=torch.Generator().manual_seed(0))
+                                    generator=torch.Generator().manual_seed(0), smaller_k=smaller)
     # every importance weight equals p(x) exactly, so any k (and the ELBO) gives log p(x)
     assert torch.allclose(est.log_px, marginal.log_prob(x), atol=1e-9)
     assert torch.allclose(est.elbo, marginal.log_prob(x), atol=1e-9)
+    assert sorted(est.by_k) == smaller
+    for bound in est.by_k.values():
+        assert torch.allclose(bound, marginal.log_prob(x), atol=1e-9)
+
+
+def test_iwae_with_fewer_samples_from_the_same_draws():
+    marginal, log_likelihood, posterior = linear_gaussian()
+    torch.manual_seed(0)
+    x = marginal.sample((50,))
+    mu, logvar = posterior(x)
+    mu, logvar = 0.5 * mu, logvar + 1.0  # a poor q, so that k matters
+    est = importance_weighted_bound(x, mu, logvar, log_likelihood, 100, samples_per_pass=30,
+                                    generator=torch.Generator().manual_seed(0), smaller_k=(1, 10, 50))
+    # k' = 1 averages the single-draw bounds: the ELBO of the same draws
+    assert torch.allclose(est.by_k[1], est.elbo, atol=1e-12)
+    # nested groups (1 | 10 | 50 | 100): by Jensen, image by image, a log-mean-exp over a group is at
+    # least the mean of its subgroups', so the bound can only rise with k on the same draws
+    assert (est.by_k[10] >= est.by_k[1] - 1e-12).all() and (est.by_k[50] >= est.by_k[10] - 1e-12).all()
+    assert (est.log_px >= est.by_k[50] - 1e-12).all()
+    # k' = 10 written out: the same draws (one pass), weights w = p(x|z) p(z) / q(z|x) from the
+    # densities, then the mean over the ten groups of log((w_1 + ... + w_10) / 10)
+    one_pass = importance_weighted_bound(x, mu, logvar, log_likelihood, 100, samples_per_pass=100,
+                                         generator=torch.Generator().manual_seed(0), smaller_k=(10,))
+    eps = torch.randn((100, *mu.shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    z = q.loc + q.scale * eps  # (100, N, d)
+    prior = torch.distributions.Normal(0.0, 1.0)
+    log_w = (log_likelihood(x.expand(100, *x.shape).reshape(-1, *x.shape[1:]), z.reshape(-1, z.shape[-1])).view(100, -1)
+             + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1))
+    by_hand = torch.stack([torch.log(torch.exp(g).mean(0)) for g in log_w.split(10)]).mean(0)
+    assert torch.allclose(one_pass.by_k[10], by_hand, atol=1e-9)
+    with pytest.raises(ValueError, match="smaller_k"):
+        importance_weighted_bound(x, mu, logvar, log_likelihood, 10, smaller_k=(10,))
 
 
 def test_iwae_bound_between_elbo_and_log_px_with_a_poor_posterior():
@@ -207,6 +241,16 @@ def test_iwae_nll_of_a_vae_never_above_neg_elbo_on_the_same_draws():
     # k = 1: the bound is the single-sample ELBO
     one = iwae_nll(model, x, num_samples=1)
     assert one["nll"] == pytest.approx(one["neg_elbo_same_draws"])
+    # fewer samples from the same draws: the same main estimate, k' = 1 is the -ELBO of the draws,
+    # and each smaller k lies above the k = 16 estimate (by its "excess")
+    swept = iwae_nll(model, x, num_samples=16, batch_size=4, max_decodes=10, smaller_k=(4, 1, 16, 99))
+    assert swept["nll"] == result["nll"]
+    assert [r["k"] for r in swept["by_k"]] == [1, 4]  # sorted; k >= 16 dropped
+    by_k = {r["k"]: r for r in swept["by_k"]}
+    assert by_k[1]["nll"] == pytest.approx(result["neg_elbo_same_draws"])
+    for r in by_k.values():
+        assert r["excess"] == pytest.approx(r["nll"] - result["nll"]) and r["excess"] >= 0
+    assert by_k[1]["excess"] >= by_k[4]["excess"]
 
 
 def test_neg_elbo_terms():

@@ -180,9 +180,9 @@ def all_in_epoch(kind: str, data_dir: str, precision: str, device: str, extra: l
 
 def bench_images(args: argparse.Namespace, n: int, device: torch.device, split: str = "train") -> torch.Tensor:
     """n images (N, 1, 28, 28) to time on: MNIST's own (the first of `split`, repeated if more are
-    needed) with --data-dir, else uniform noise. The data changes the step time: under the AVX2 cap
-    the VAE's step ran at 962-980 images/s on MNIST and 1,056-1,096 on noise (same code, same
-    session), so the step rate is timed on what train.py trains on whenever it is at hand."""
+    needed) with --data-dir, else uniform noise. The step rate is timed on what train.py trains on
+    whenever it is at hand: under the AVX2 cap one session measured the VAE's step at 962-980
+    images/s on MNIST and 1,056-1,096 on noise (separate processes, so partly machine noise)."""
     if not args.data_dir:
         return torch.rand(n, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
     images = load_split(args.data_dir, "mnist", split, download=False).images

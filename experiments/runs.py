@@ -2,7 +2,8 @@
 
 Each run is a `python -m <package>.train ...` subprocess (the same code path as a user's run);
 on a CPU several single-thread runs at once beat one after the other (small convolutions scale
-poorly across threads: measured 1.3x the throughput of one run on 2 threads).
+poorly across threads: on 2 cores two one-thread runs train 1.2-1.3x the images of one run on 2
+threads; `python -m experiments.bench --choices` measures it).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
     python -m experiments.reproduce --data-dir ../shared/data
 
 Trains the AE, the VAE and the conditional VAE with train.py's defaults (on a CPU all three at
-once, an equal share of the cores each: one thread each on 2 cores), draws every plot.py figure for each, runs the comparison, writes the shipped
-models, and prints how long each stage took. Outputs go to --out-dir (default: results/): ae/,
+once, an equal share of the cores each: one thread each on 2 cores), draws every plot.py figure
+for each, runs the comparison, writes the shipped models, and prints how long each stage took. Outputs go to --out-dir (default: results/): ae/,
 vae/, cvae/ (checkpoints, history.json, run.json, latent_codes.npz, figures/), compare/ and
 models/. A model already trained to the requested epochs is skipped, one trained part-way is
 resumed, one trained longer is refused (its schedule differs); --overwrite starts them afresh.

@@ -4,10 +4,14 @@
     python -m experiments.bench --device cuda --data-dir ../shared/data  # the same on a GPU
 
 The reference is the same architecture and loss trained the plain way: fp32, NCHW, eager,
-batch 128, `loss.item()` every step. The default path is what train.py does: its memory format
-and precision for this machine (--precision auto), the real `train_one_epoch` (no per-step
-sync). Rounds alternate reference / default so that machine noise hits both; the median of the
-rounds is reported, and the ratio is taken within this one run.
+batch 128, `loss.item()` every step, in a process of its own as a plain script runs (on a CPU,
+glibc's malloc returns freed memory to the OS). The default path is what train.py does: its
+memory format and precision for this machine (--precision auto), the real `train_one_epoch` (no
+per-step sync), in a process of its own that keeps freed memory as train.py does
+(common/host_memory.py). Each path runs in a fresh process so that neither inherits the other's
+heap: in one process the reference ran on the default path's already grown heap and faulted less
+than a plain script does. Rounds alternate reference / default so that machine noise hits both;
+the median of the rounds is reported, and the ratio is taken within this one run.
 
 Steps are timed on uniform noise, or with --data-dir on MNIST's own images (the step time depends
 on the data). With --data-dir it also times a whole default epoch the way a user runs it,
@@ -18,8 +22,9 @@ fp32 matrix-product peak; the table the share of that peak each path reaches.
 
 With --choices it also times each choice the default path makes for this machine against its
 alternative, one changed at a time: the memory format for training and for evaluation, Adam's
-implementation, how often losses are read back, and (on a CPU) one run on every core against
-one-thread runs side by side, as the reproduction and the studies train.
+implementation, how often losses are read back, and (on a CPU) freed memory kept or returned to
+the OS, and one run on every core against one-thread runs side by side, as the reproduction and
+the studies train.
 
     python -m experiments.bench --data-dir ../shared/data --models vae --choices
 """
@@ -45,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from common.data import IMAGE_SIZE, iterate_batches, load_split
 from common.device import DEVICES, PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
 from common.errors import ProjectError, exit_on_error
+from common.host_memory import keep_freed_memory
 from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
 from common.machine import cpu_isa_features, cpu_model_name, isa_summary
 from common.options import NumberRange, positive_int, seed_int
@@ -58,6 +64,10 @@ from vanila_autoencoder.model import AEConfig, Autoencoder
 REFERENCE_BATCH = 128
 # --steps, --warmup, --rounds: (steps + warmup) batches of random images are made up front
 bench_count = NumberRange(int, 1, 1000)
+eval_count = NumberRange(int, 0, 1_000_000)
+# the allocator setting each path runs with by default: train.py keeps freed memory in the process
+# (common/host_memory.py); a plain script leaves glibc's malloc as it is
+FREED_MEMORY = {"default": "kept", "reference": "returned"}
 # name -> (a fresh model with the default config, train.py's loss function)
 MODELS: dict[str, tuple[Callable[[], nn.Module], LossFn]] = {
     "ae": (lambda: Autoencoder(AEConfig()), ae_train.loss_fn),
@@ -203,21 +213,40 @@ def alternating(first: Callable[[], float], second: Callable[[], float], rounds:
     return statistics.median(a), statistics.median(b)
 
 
+def own_process_cmd(args: argparse.Namespace, model: str, path: str, precision: str, freed_memory: str,
+                    eval_images: int) -> list[str]:
+    """The command that times one path of `model` in a fresh process (see rate_only)."""
+    return [sys.executable, "-m", "experiments.bench", "--rate-only", "--models", model, "--path", path,
+            "--freed-memory", freed_memory, "--device", args.device, "--precision", precision,
+            "--compile", args.compile, "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--eval-images", str(eval_images),
+            *(["--data-dir", args.data_dir] if args.data_dir else [])]
+
+
+def run_processes(cmds: list[list[str]], env: dict[str, str] | None = None) -> list[tuple[float, float]]:
+    """Start every command at once and wait for all: each one's (train img/s, eval img/s)."""
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    outputs = [proc.communicate() for proc in procs]
+    for (_, err), proc in zip(outputs, procs):
+        if proc.returncode != 0:
+            raise ProjectError(f"a timed run failed: {(err.strip().splitlines() or ['?'])[-1]}")
+    return [(float(out.split()[0]), float(out.split()[1])) for out, _ in outputs]
+
+
+def in_own_process(args: argparse.Namespace, model: str, path: str, precision: str,
+                   freed_memory: str | None = None) -> tuple[float, float]:
+    """(train img/s, eval img/s) of one path timed in a fresh process: a plain script for the
+    reference, train.py's process for the default path."""
+    freed_memory = freed_memory or FREED_MEMORY[path]
+    return run_processes([own_process_cmd(args, model, path, precision, freed_memory, args.eval_images)])[0]
+
+
 def runs_at_once(runs: int, threads: int, args: argparse.Namespace, precision: str) -> float:
     """Total training images/s of `runs` default-path VAE runs started together, `threads` CPU
     threads each: separate processes, as experiments.reproduce and the studies train."""
-    cmd = [sys.executable, "-m", "experiments.bench", "--rate-only", "--models", "vae", "--device", "cpu",
-           "--precision", precision, "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-           *(["--data-dir", args.data_dir] if args.data_dir else [])]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(runs)]
-    outputs = [proc.communicate() for proc in procs]
-    if any(proc.returncode != 0 for proc in procs):
-        err = next(err for (_, err), proc in zip(outputs, procs) if proc.returncode != 0)
-        raise ProjectError(f"a timed run failed: {(err.strip().splitlines() or ['?'])[-1]}")
-    return sum(float(out.split()[-1]) for out, _ in outputs)
+    cmd = own_process_cmd(args, "vae", "default", precision, "kept", 0)
+    return sum(train for train, _ in run_processes([cmd] * runs, {**os.environ, "OMP_NUM_THREADS": str(threads)}))
 
 
 def choices(args: argparse.Namespace, device: torch.device, precision: str,
@@ -255,6 +284,10 @@ def choices(args: argparse.Namespace, device: torch.device, precision: str,
         ("losses read back", "every 50 steps", train_rate(train_default), "every step",
          train_rate(train_default, log_every=1)),
     ]
+    if device.type == "cpu":
+        pairs.append(("freed memory (glibc malloc)", "kept in the process",
+                      lambda: in_own_process(args, "vae", "default", precision, "kept")[0], "returned to the OS",
+                      lambda: in_own_process(args, "vae", "default", precision, "returned")[0]))
     for name, default, first, alternative, second in pairs:
         a, b = alternating(first, second, args.rounds)
         rows.append((name, default, a, alternative, b))
@@ -283,7 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"untimed steps first, {bench_count.span()} (default: 5)")
     p.add_argument("--rounds", type=bench_count, default=5,
                    help=f"alternating rounds, {bench_count.span()} (default: 5)")
-    p.add_argument("--eval-images", type=positive_int, default=10_000, help="(default: 10000)")
+    p.add_argument("--eval-images", type=eval_count, default=10_000,
+                   help=f"test images the evaluation rate is timed on, {eval_count.span()} (default: 10000)")
     p.add_argument("--seed", type=seed_int, default=0, help=f"{seed_int.span()} (default: 0)")
     p.add_argument("--data-dir", help="with real MNIST here, time the steps on its images and also a whole default "
                                       "train.py epoch per model from start to exit (default: noise, and no epoch)")
@@ -292,40 +326,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time each choice the default path makes for this machine against its alternative "
                         "(memory formats, Adam's implementation, loss read-back, runs side by side)")
     p.add_argument("--rate-only", action="store_true",
-                   help="print only the default path's training images/s of the first --models (for --choices)")
-    return p.parse_args(argv)
+                   help="time one --path of the first --models in this process and print only its training and "
+                        "evaluation images/s (each round of the benchmark runs both paths this way)")
+    p.add_argument("--path", choices=tuple(FREED_MEMORY), default="default",
+                   help="with --rate-only: the path to time (default: default)")
+    p.add_argument("--freed-memory", choices=("kept", "returned"),
+                   help="with --rate-only, on a CPU: keep freed memory in the process as train.py does, or return "
+                        "it to the OS as a plain script does (default: kept for the default path, returned for the "
+                        "reference)")
+    args = p.parse_args(argv)
+    args.freed_memory = args.freed_memory or FREED_MEMORY[args.path]
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():  # an unavailable --device, Ctrl-C or SIGTERM: one line, no traceback
         if args.rate_only:
-            return {args.models[0]: {"default_img_s": rate_only(args)}}
+            train, eval_ = rate_only(args)
+            return {args.models[0]: {"train_img_s": train, "eval_img_s": eval_}}
         return benchmark(args)
 
 
-def rate_only(args: argparse.Namespace) -> float:
-    """The default path's training images/s, printed alone (one run of `runs_at_once`)."""
+def rate_only(args: argparse.Namespace) -> tuple[float, float]:
+    """One path of the first --models timed in this process, as `in_own_process` runs it: prints
+    its training images/s and its evaluation images/s (0 with --eval-images 0). The default path
+    first keeps freed memory in the process as train.py does (common/host_memory.py); the reference
+    leaves glibc's malloc as a plain script has it."""
     device = get_device(args.device)
     precision = resolve_precision(args.precision, device)
+    if device.type == "cpu" and args.freed_memory == "kept":
+        keep_freed_memory()
     build, loss_fn = MODELS[args.models[0]]
-    fmt = memory_format_for(device, precision, training=True)
     torch.manual_seed(args.seed)
-    x = bench_images(args, (args.steps + args.warmup) * args.batch_size, device).contiguous(memory_format=fmt)
-    model = build().to(device=device, memory_format=fmt)
-    amp = lambda: autocast(device, precision)  # noqa: E731
-    default_steps(model, loss_fn, x, args.warmup, TrainConfig.lr, args.batch_size, amp)
-    rate = args.steps * args.batch_size / default_steps(model, loss_fn, x, args.steps, TrainConfig.lr,
-                                                        args.batch_size, amp)
-    print(f"{rate:.1f}")
-    return rate
+    lr = TrainConfig.lr
+    x = bench_images(args, (args.steps + args.warmup) * max(args.batch_size, REFERENCE_BATCH), device)
+    x_eval = bench_images(args, max(args.eval_images, 1), device, "test")
+    if args.path == "reference":
+        model = build().to(device)
+        reference_steps(model, loss_fn, x, args.warmup, lr)
+        train = args.steps * REFERENCE_BATCH / reference_steps(model, loss_fn, x, args.steps, lr)
+        eval_ = timed_eval(model, x_eval, loss_fn, REFERENCE_BATCH, contextlib.nullcontext) if args.eval_images else 0.0
+    else:
+        fmt = memory_format_for(device, precision, training=True)
+        model = build().to(device=device, memory_format=fmt)
+        fast = model if args.compile == "off" else torch.compile(model, mode=args.compile)
+        amp = lambda: autocast(device, precision)  # noqa: E731
+        x = x.contiguous(memory_format=fmt)
+        default_steps(fast, loss_fn, x, args.warmup, lr, args.batch_size, amp)
+        train = args.steps * args.batch_size / default_steps(fast, loss_fn, x, args.steps, lr, args.batch_size, amp)
+        eval_fmt = memory_format_for(device, precision, training=False)
+        model.to(memory_format=eval_fmt)
+        eval_ = timed_eval(fast, x_eval.contiguous(memory_format=eval_fmt), loss_fn, TrainConfig.eval_batch_size,
+                           amp) if args.eval_images else 0.0
+    print(f"{train:.1f} {eval_:.1f}")
+    return train, eval_
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement, one table row per model (see the module docstring)."""
     device = get_device(args.device)
     precision = resolve_precision(args.precision, device)
-    amp = lambda: autocast(device, precision)  # noqa: E731
     train_format = memory_format_for(device, precision, training=True)
     eval_format = memory_format_for(device, precision, training=False)
     print(f"device: {device} ({describe_machine(device)})")
@@ -333,34 +394,21 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"measured fp32 matrix-product peak: {peak:,.0f} GFLOP/s")
     print(f"reference: fp32, NCHW, eager, batch {REFERENCE_BATCH}, loss.item() every step; default path: {precision}, "
           f"{format_name(train_format)} for training and {format_name(eval_format)} for evaluation, batch "
-          f"{args.batch_size}{'' if args.compile == 'off' else f', torch.compile {args.compile}'}\n")
-    torch.manual_seed(args.seed)
-    n = max(args.steps + args.warmup, 1) * max(args.batch_size, REFERENCE_BATCH)
-    x_nchw = bench_images(args, n, device)
-    x_train = x_nchw.contiguous(memory_format=train_format)
-    x_eval = bench_images(args, args.eval_images, device, "test")
-    lr = TrainConfig.lr
+          f"{args.batch_size}{'' if args.compile == 'off' else f', torch.compile {args.compile}'}; each path in "
+          f"a fresh process of its own, {args.rounds} alternating rounds, medians"
+          f"{'; freed memory returned to the OS for the reference, kept for the default path' if device.type == 'cpu' else ''}\n")
     results: dict[str, Any] = {}
     rows, flop_notes = [], []
     for name in args.models:
         build, loss_fn = MODELS[name]
         flops = step_flops(build, loss_fn, REFERENCE_BATCH)
         flop_notes.append(f"{name.upper()} {flops / 1e6:.0f}")
-        ref_model = build().to(device)
-        fast_model = build().to(device=device, memory_format=train_format)
-        fast = fast_model if args.compile == "off" else torch.compile(fast_model, mode=args.compile)
-        reference_steps(ref_model, loss_fn, x_nchw, args.warmup, lr)
-        default_steps(fast, loss_fn, x_train, args.warmup, lr, args.batch_size, amp)
-        ref_rates, def_rates = [], []
+        ref_runs, def_runs = [], []
         for _ in range(args.rounds):
-            ref_rates.append(args.steps * REFERENCE_BATCH / reference_steps(ref_model, loss_fn, x_nchw, args.steps, lr))
-            def_rates.append(args.steps * args.batch_size /
-                             default_steps(fast, loss_fn, x_train, args.steps, lr, args.batch_size, amp))
-        fast_model.to(memory_format=eval_format)
-        eval_rate = timed_eval(fast, x_eval.contiguous(memory_format=eval_format), loss_fn,
-                               TrainConfig.eval_batch_size, amp)
-        ref_eval_rate = timed_eval(ref_model, x_eval, loss_fn, REFERENCE_BATCH, contextlib.nullcontext)
-        ref, default = statistics.median(ref_rates), statistics.median(def_rates)
+            ref_runs.append(in_own_process(args, name, "reference", precision))
+            def_runs.append(in_own_process(args, name, "default", precision))
+        ref, ref_eval_rate = (statistics.median(rates) for rates in zip(*ref_runs))
+        default, eval_rate = (statistics.median(rates) for rates in zip(*def_runs))
         result = {"reference_img_s": ref, "default_img_s": default, "speedup": default / ref,
                   "reference_eval_img_s": ref_eval_rate, "default_eval_img_s": eval_rate,
                   "step_mflop_per_image": flops / 1e6, "peak_gflop_s": peak,
@@ -384,10 +432,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print("|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if args.choices:
+        if device.type == "cpu":
+            keep_freed_memory()  # the in-process choices run as train.py does
         print(f"\nEach choice of the default path against its alternative (VAE, {precision}, batch {args.batch_size}, "
               f"medians of {args.rounds} alternating rounds; runs side by side: one round, total img/s):\n")
         print("| choice | default | img/s | alternative | img/s | default / alternative |")
         print("|---|---|---:|---|---:|---:|")
+        amp = lambda: autocast(device, precision)  # noqa: E731
         for name, default, a, alternative, b in choices(args, device, precision, amp):
             results.setdefault("choices", {})[f"{name}: {alternative}"] = {"default_img_s": a, "alternative_img_s": b}
             print(f"| {name} | {default} | {a:,.0f} | {alternative} | {b:,.0f} | {a / b:.2f}x |")

@@ -28,11 +28,46 @@ def test_choices_time_each_default_against_its_alternative(capsys):
     assert len(rows) == len(choices)
 
 
-def test_rate_only_prints_one_number(capsys):
+def test_rate_only_prints_the_training_and_evaluation_rates(capsys):
     results = bench.main(["--device", "cpu", "--models", "ae", "--steps", "1", "--warmup", "1",
-                          "--batch-size", "8", "--rate-only"])
+                          "--batch-size", "8", "--eval-images", "16", "--rate-only"])
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 1 and float(printed[0]) == pytest.approx(results["ae"]["default_img_s"], rel=1e-3)
+    assert len(printed) == 2
+    assert float(printed[0]) == pytest.approx(results["ae"]["train_img_s"], rel=1e-3)
+    assert float(printed[1]) == pytest.approx(results["ae"]["eval_img_s"], rel=1e-3)
+    bench.main(["--device", "cpu", "--models", "ae", "--steps", "1", "--warmup", "1", "--batch-size", "8",
+                "--eval-images", "0", "--rate-only", "--path", "reference"])
+    assert capsys.readouterr().out.split()[1] == "0.0"  # no evaluation timed
+
+
+@pytest.mark.parametrize("path, freed, keeps", [("default", None, True), ("reference", None, False),
+                                                ("default", "returned", False), ("reference", "kept", True)])
+def test_each_path_keeps_freed_memory_as_its_program_does(monkeypatch, capsys, path, freed, keeps):
+    """The default path keeps freed memory as train.py does; the reference runs as a plain script."""
+    calls = []
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.append(1))
+    bench.main(["--device", "cpu", "--models", "ae", "--steps", "1", "--warmup", "1", "--batch-size", "8",
+                "--eval-images", "0", "--rate-only", "--path", path, *(["--freed-memory", freed] if freed else [])])
+    assert calls == ([1] if keeps else [])
+
+
+def test_each_round_times_both_paths_in_fresh_processes(monkeypatch):
+    commands = []
+
+    def fake(cmds, env=None):
+        commands.extend(cmds)
+        args = bench.parse_args(cmds[0][cmds[0].index("--rate-only"):])  # the flags the child parses
+        return [(100.0, 1000.0) if args.path == "reference" else (150.0, 3000.0)]
+
+    monkeypatch.setattr(bench, "run_processes", fake)
+    results = bench.main(["--device", "cpu", "--models", "vae", "--steps", "3", "--warmup", "2", "--rounds", "2",
+                          "--eval-images", "64", "--batch-size", "16"])
+    paths = [(c[c.index("--path") + 1], c[c.index("--freed-memory") + 1]) for c in commands]
+    assert paths == [("reference", "returned"), ("default", "kept")] * 2
+    assert all(c[c.index("--steps") + 1] == "3" and c[c.index("--eval-images") + 1] == "64" for c in commands)
+    r = results["vae"]
+    assert (r["reference_img_s"], r["default_img_s"], r["speedup"]) == (100.0, 150.0, 1.5)
+    assert (r["reference_eval_img_s"], r["default_eval_img_s"]) == (1000.0, 3000.0)
 
 
 def test_steps_are_timed_on_mnist_itself_when_it_is_at_hand(tiny_mnist):

@@ -34,3 +34,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # no C library to load, or one without mallopt (musl)
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+
+
+def keep_freed_memory_on(device) -> bool:
+    """keep_freed_memory() for a program whose tensors live on `device` (a torch.device): only a
+    CPU's tensors are in host memory; True where it took effect."""
+    return device.type == "cpu" and keep_freed_memory()

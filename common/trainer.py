@@ -36,7 +36,7 @@ from common.data import (BINARIZATIONS, DATASETS, binarization_generator, binari
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision, rng_state, set_rng_state
 from common.errors import CheckpointError, TrainingError, WriteError
 from common.files import check_writable, write_json
-from common.host_memory import keep_freed_memory
+from common.host_memory import keep_freed_memory_on
 from common.lock import output_lock
 from common.loop import LR_SCHEDULES, LossFn, NonFiniteLoss, evaluate, lr_at, make_optimizer, train_one_epoch
 from common.machine import describe_run_environment
@@ -207,8 +207,7 @@ def _train(
     # --- device, data, model, optimizer
     device = get_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    if device.type == "cpu":
-        keep_freed_memory()  # no page faults on every step's activations (common/host_memory.py)
+    keep_freed_memory_on(device)  # no page faults on every step's activations (common/host_memory.py)
     check_writable(out_dir / "checkpoints")
     train, test = load_dataset(tc.data_dir, tc.dataset, download=tc.download)
     test = evaluation_split(test, tc.binarize)

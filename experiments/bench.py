@@ -17,7 +17,8 @@ Steps are timed on uniform noise, or with --data-dir on MNIST's own images (the 
 on the data). With --data-dir it also times a whole default epoch the way a user runs it,
 `python -m <model>.train --epochs 1`, from start to exit (imports, data, the epoch with its
 progress bar and schedule, evaluation, checkpoint), and reports it as images/s of the epoch and
-against the reference. The header gives the CPU's ISA, threads, torch version and the measured
+against the reference; --whole-epochs N times N of them, one in each of the first N rounds, and
+reports the median. The header gives the CPU's ISA, threads, torch version and the measured
 fp32 matrix-product peak; the table the share of that peak each path reaches.
 
 With --choices it also times each choice the default path makes for this machine against its
@@ -321,6 +322,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=seed_int, default=0, help=f"{seed_int.span()} (default: 0)")
     p.add_argument("--data-dir", help="with real MNIST here, time the steps on its images and also a whole default "
                                       "train.py epoch per model from start to exit (default: noise, and no epoch)")
+    p.add_argument("--whole-epochs", type=bench_count, default=1,
+                   help="with --data-dir: whole train.py epochs timed, one in each of the first rounds, median "
+                        "reported (default: 1)")
     p.add_argument("--train-flags", default="", help="extra train.py flags for the whole-epoch run (default: none)")
     p.add_argument("--choices", action="store_true",
                    help="also time each choice the default path makes for this machine against its alternative "
@@ -336,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "reference)")
     args = p.parse_args(argv)
     args.freed_memory = args.freed_memory or FREED_MEMORY[args.path]
+    if args.data_dir and args.whole_epochs > args.rounds:
+        p.error(f"--whole-epochs {args.whole_epochs} needs as many --rounds (one epoch per round), got {args.rounds}")
     return args
 
 
@@ -403,10 +409,12 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         build, loss_fn = MODELS[name]
         flops = step_flops(build, loss_fn, REFERENCE_BATCH)
         flop_notes.append(f"{name.upper()} {flops / 1e6:.0f}")
-        ref_runs, def_runs = [], []
-        for _ in range(args.rounds):
+        ref_runs, def_runs, epochs = [], [], []
+        for i in range(args.rounds):
             ref_runs.append(in_own_process(args, name, "reference", precision))
             def_runs.append(in_own_process(args, name, "default", precision))
+            if args.data_dir and i < args.whole_epochs:  # interleaved, so that the drift hits it alike
+                epochs.append(all_in_epoch(name, args.data_dir, args.precision, str(device), args.train_flags.split()))
         ref, ref_eval_rate = (statistics.median(rates) for rates in zip(*ref_runs))
         default, eval_rate = (statistics.median(rates) for rates in zip(*def_runs))
         result = {"reference_img_s": ref, "default_img_s": default, "speedup": default / ref,
@@ -415,12 +423,13 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                   "reference_share_of_peak": ref * flops / (peak * 1e9),
                   "default_share_of_peak": default * flops / (peak * 1e9)}
         if args.data_dir:
-            seconds = all_in_epoch(name, args.data_dir, args.precision, str(device), args.train_flags.split())
-            result["epoch_seconds"] = seconds
+            seconds = statistics.median(epochs)
+            result["epoch_seconds"], result["epoch_seconds_each"] = seconds, epochs
             result["epoch_img_s"] = 60_000 / seconds
             result["epoch_vs_reference"] = result["epoch_img_s"] / ref
         results[name] = result
-        all_in = (f" | {result['epoch_seconds']:.1f} s = {result['epoch_img_s']:,.0f} img/s, "
+        each = f" (median of {', '.join(f'{t:.1f}' for t in epochs)} s)" if len(epochs) > 1 else ""
+        all_in = (f" | {result['epoch_seconds']:.1f} s{each} = {result['epoch_img_s']:,.0f} img/s, "
                   f"{result['epoch_vs_reference']:.2f}x" if args.data_dir else " | –")
         rows.append(f"| {name.upper()} | {ref:,.0f} ({result['reference_share_of_peak']:.0%}) | "
                     f"{default:,.0f} ({result['default_share_of_peak']:.0%}) | {default / ref:.2f}x{all_in} | "

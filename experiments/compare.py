@@ -45,6 +45,7 @@ from common.data import DATASETS, NUM_CLASSES, Split, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
+from common.host_memory import keep_freed_memory_on
 from common.metrics import (aggregate_log_density, class_entropy, confidence_stats, frechet_distance_from_moments,
                             gaussian_moments, iwae_nll, latent_geometry, neg_elbo, posterior_diagnostics,
                             posterior_parameters, prior_radius, reconstruction_metrics)
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         device = get_device(args.device)
+        keep_freed_memory_on(device)  # the judges' training and the IWAE's decodes reuse their memory
         ae, ae_state = load_for_inference(args.ae, device, kind="ae")
         vae, vae_state = load_for_inference(args.vae, device, kind="vae")
         cvae = load_for_inference(args.cvae, device, kind="vae")[0] if args.cvae else None

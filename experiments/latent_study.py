@@ -34,6 +34,7 @@ from common.data import BINARIZATIONS, DATASETS, evaluation_split, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
+from common.host_memory import keep_freed_memory_on
 from common.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
 from common.options import NumberRange, epochs_int, positive_float, positive_int, seed_int
 from common.trainer import TrainConfig
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
         device = get_device(args.device)
+        keep_freed_memory_on(device)  # the IWAE's decodes reuse their memory (common/host_memory.py)
         checkpoints = train_sizes(args)
 
         test = evaluation_split(load_split(args.data_dir, args.dataset, "test", download=args.download), args.binarize)

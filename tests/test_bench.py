@@ -82,3 +82,31 @@ def test_steps_are_timed_on_mnist_itself_when_it_is_at_hand(tiny_mnist):
     assert torch.equal(bench.bench_images(args, 10, torch.device("cpu"), "test"), test[:10])
     noise = bench.bench_images(bench.parse_args([]), 5, torch.device("cpu"))
     assert noise.shape == (5, 1, 28, 28) and 0 <= noise.min() and noise.max() <= 1
+
+
+def test_whole_epochs_are_timed_between_the_rounds_and_their_median_reported(monkeypatch, tiny_mnist):
+    events, epoch_seconds = [], iter([90.0, 60.0, 75.0])
+
+    def fake_processes(cmds, env=None):
+        path = cmds[0][cmds[0].index("--path") + 1]
+        events.append(path)
+        return [(100.0, 1000.0) if path == "reference" else (150.0, 3000.0)]
+
+    def fake_epoch(kind, data_dir, precision, device, extra):
+        events.append("epoch")
+        return next(epoch_seconds)
+
+    monkeypatch.setattr(bench, "run_processes", fake_processes)
+    monkeypatch.setattr(bench, "all_in_epoch", fake_epoch)
+    results = bench.main(["--device", "cpu", "--models", "vae", "--rounds", "4", "--whole-epochs", "3",
+                          "--data-dir", str(tiny_mnist), "--eval-images", "16"])
+    assert events == ["reference", "default", "epoch"] * 3 + ["reference", "default"]
+    r = results["vae"]
+    assert r["epoch_seconds_each"] == [90.0, 60.0, 75.0] and r["epoch_seconds"] == 75.0
+    assert r["epoch_img_s"] == pytest.approx(60_000 / 75.0) and r["epoch_vs_reference"] == pytest.approx(8.0)
+
+
+def test_more_whole_epochs_than_rounds_is_refused(tiny_mnist, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--rounds", "2", "--whole-epochs", "3", "--data-dir", str(tiny_mnist)])
+    assert exit_info.value.code == 2 and "--whole-epochs 3 needs as many --rounds" in capsys.readouterr().err

@@ -42,3 +42,15 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     assert kept
     # measured on the development machine: about 158,000 faults without, 3,100 with
     assert without > 10 * with_keep
+
+
+def test_only_a_cpu_program_changes_the_allocator(monkeypatch):
+    import torch
+
+    from common import host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert host_memory.keep_freed_memory_on(torch.device("meta")) is False and calls == []
+    assert host_memory.keep_freed_memory_on(torch.device("cuda")) is False and calls == []
+    assert host_memory.keep_freed_memory_on(torch.device("cpu")) is True and calls == [1]

@@ -253,6 +253,20 @@ def test_iwae_nll_of_a_vae_never_above_neg_elbo_on_the_same_draws():
     assert by_k[1]["excess"] >= by_k[4]["excess"]
 
 
+def test_iwae_passes_of_another_size_draw_the_same_samples():
+    """The CPU default went from 4,096 to 800 decodes a pass: with 100 images, 40 and 8 samples a
+    pass, both multiples of 4, so each pass draws a multiple of 16 normal numbers for any latent
+    size (CPU randn fills blocks of 16) and the estimate stays the same; 5 a pass draws other z."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, filters=(4, 8), kernel_sizes=(3, 3), strides=(2, 2))).eval()
+    x = torch.rand(100, 1, 28, 28).round()
+    one_pass = iwae_nll(model, x, num_samples=40, max_decodes=4096)  # 40 samples in one pass
+    five_passes = iwae_nll(model, x, num_samples=40, max_decodes=800)  # 8 at a time
+    assert five_passes["nll"] == pytest.approx(one_pass["nll"], rel=1e-12, abs=0)
+    assert five_passes["se"] == pytest.approx(one_pass["se"], rel=1e-9, abs=0)
+    assert iwae_nll(model, x, num_samples=40, max_decodes=500)["nll"] != pytest.approx(one_pass["nll"], abs=1e-6)
+
+
 def test_neg_elbo_terms():
     model, x = tiny_vae(), torch.rand(7, 1, 28, 28)
     terms = neg_elbo(model, x, batch_size=3)

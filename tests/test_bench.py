@@ -1,5 +1,7 @@
 """experiments/bench.py: a smoke run reports both paths."""
 
+import time
+
 import pytest
 import torch
 
@@ -85,7 +87,7 @@ def test_steps_are_timed_on_mnist_itself_when_it_is_at_hand(tiny_mnist):
 
 
 def test_whole_epochs_are_timed_between_the_rounds_and_their_median_reported(monkeypatch, tiny_mnist):
-    events, epoch_seconds = [], iter([90.0, 60.0, 75.0])
+    events, epoch_runs = [], iter([(90.0, 140.0), (60.0, 160.0), (75.0, 120.0)])
 
     def fake_processes(cmds, env=None):
         path = cmds[0][cmds[0].index("--path") + 1]
@@ -94,7 +96,7 @@ def test_whole_epochs_are_timed_between_the_rounds_and_their_median_reported(mon
 
     def fake_epoch(kind, data_dir, precision, device, extra):
         events.append("epoch")
-        return next(epoch_seconds)
+        return next(epoch_runs)  # (seconds start to exit, train.py's own training img/s)
 
     monkeypatch.setattr(bench, "run_processes", fake_processes)
     monkeypatch.setattr(bench, "all_in_epoch", fake_epoch)
@@ -103,10 +105,21 @@ def test_whole_epochs_are_timed_between_the_rounds_and_their_median_reported(mon
     assert events == ["reference", "default", "epoch"] * 3 + ["reference", "default"]
     r = results["vae"]
     assert r["epoch_seconds_each"] == [90.0, 60.0, 75.0] and r["epoch_seconds"] == 75.0
-    assert r["epoch_img_s"] == pytest.approx(60_000 / 75.0) and r["epoch_vs_reference"] == pytest.approx(8.0)
+    assert r["epoch_img_s"] == pytest.approx(96 / 75.0)  # the tiny training split's 96 images
+    assert r["epoch_vs_reference"] == pytest.approx(96 / 75.0 / 100.0)
+    assert r["train_py_img_s"] == 140.0 and r["train_py_vs_default"] == pytest.approx(140.0 / 150.0)
 
 
 def test_more_whole_epochs_than_rounds_is_refused(tiny_mnist, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(["--rounds", "2", "--whole-epochs", "3", "--data-dir", str(tiny_mnist)])
     assert exit_info.value.code == 2 and "--whole-epochs 3 needs as many --rounds" in capsys.readouterr().err
+
+
+def test_a_whole_epoch_is_timed_from_start_to_exit_with_train_pys_own_rate(tiny_mnist):
+    t0 = time.perf_counter()
+    seconds, rate = bench.all_in_epoch("ae", str(tiny_mnist), "fp32", "cpu", ["--batch-size", "32"])
+    wall = time.perf_counter() - t0
+    assert 0 < seconds <= wall
+    # train.py's own rate covers its training loop only: 96 images in less than the whole run
+    assert rate > 96 / seconds

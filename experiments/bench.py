@@ -9,8 +9,8 @@ glibc's malloc returns freed memory to the OS). The default path is what train.p
 memory format and precision for this machine (--precision auto), the real `train_one_epoch` (no
 per-step sync), in a process of its own that keeps freed memory as train.py does
 (common/host_memory.py). Each path runs in a fresh process so that neither inherits the other's
-heap: in one process the reference ran on the default path's already grown heap and faulted less
-than a plain script does. Rounds alternate reference / default so that machine noise hits both;
+heap: in one shared process the reference ran on the heap the default path had grown, not as a
+plain script does. Rounds alternate reference / default so that machine noise hits both;
 the median of the rounds is reported, and the ratio is taken within this one run.
 
 Steps are timed on uniform noise, or with --data-dir on MNIST's own images (the step time depends
@@ -337,7 +337,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-flags", default="", help="extra train.py flags for the whole-epoch run (default: none)")
     p.add_argument("--choices", action="store_true",
                    help="also time each choice the default path makes for this machine against its alternative "
-                        "(memory formats, Adam's implementation, loss read-back, runs side by side)")
+                        "(memory formats, Adam's implementation, loss read-back, freed memory, runs side by side)")
     p.add_argument("--rate-only", action="store_true",
                    help="time one --path of the first --models in this process and print only its training and "
                         "evaluation images/s (each round of the benchmark runs both paths this way)")

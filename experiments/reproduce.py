@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
                    help="train the models at once, an equal share of the CPU threads each (default: on a CPU "
                         "with 2+ cores; on 2 cores 1.2-1.3x the throughput of one run on 2 threads)")
+    p.add_argument("--cvae", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train, plot, compare and ship the conditional VAE (default: on; --no-cvae: the AE "
+                        "and the VAE alone, two thirds of the training)")
     p.add_argument("--overwrite", action="store_true", help="retrain the models from scratch")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail instead of trying to download missing data")
@@ -71,11 +74,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         timings[name] = time.perf_counter() - t0
         print(f"=== {name}: {timings[name]:.1f} s", flush=True)
 
-    checkpoint = {name: args.out_dir / name / "checkpoints" / "last.pt" for name in RUNS}
+    runs = {name: run for name, run in RUNS.items() if args.cvae or name != "cvae"}
+    checkpoint = {name: args.out_dir / name / "checkpoints" / "last.pt" for name in runs}
     t_start = time.perf_counter()
     with exit_on_error():
         jobs: dict[str, list[str]] = {}
-        for name, (kind, extra) in RUNS.items():
+        for name, (kind, extra) in runs.items():
             flags = train_flags(checkpoint[name], args.epochs, kind, args.overwrite)
             if flags is None:
                 print(f"\n=== train {name}: {checkpoint[name]} already has {args.epochs} epochs, skipped")
@@ -89,19 +93,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             # are left, so a resumed run keeps its thread count and its numbers. On 2 cores, three
             # one-thread runs train at the total rate of two (measured under the AVX2 cap: 996
             # against 957 images/s) and end together; two-then-one left a core idle for a third of
-            # the time.
+            # the time. The share stays 1/len(RUNS) with --no-cvae too: the same models as a full run.
             stage(f"train {' + '.join(jobs)} (at once)", lambda: run_in_parallel(
                 [(name, train_command(RUNS[name][0], flags)) for name, flags in jobs.items()], len(RUNS)))
         else:
             for name, flags in jobs.items():
                 stage(f"train {name}", lambda: TRAIN_MAIN[RUNS[name][0]](flags))
-        for name, (kind, _) in RUNS.items():
+        for name, (kind, _) in runs.items():
             stage(f"plot {name}", lambda: PLOT_MAIN[kind](["--out-dir", str(args.out_dir / name), *common_flags]))
         stage("compare", lambda: compare.main([
-            "--ae", str(checkpoint["ae"]), "--vae", str(checkpoint["vae"]), "--cvae", str(checkpoint["cvae"]),
+            "--ae", str(checkpoint["ae"]), "--vae", str(checkpoint["vae"]),
+            *(["--cvae", str(checkpoint["cvae"])] if "cvae" in checkpoint else []),
             "--out-dir", str(args.out_dir / "compare"), *common_flags,
             "--iwae-k", str(args.iwae_k), "--iwae-images", str(args.iwae_images)]))
-        stage("ship", lambda: ship.main([*(str(args.out_dir / name) for name in RUNS),
+        stage("ship", lambda: ship.main([*(str(args.out_dir / name) for name in runs),
                                          "--out-dir", str(args.out_dir / "models")]))
     timings["total"] = time.perf_counter() - t_start
     print("\n| stage | seconds |\n|---|---:|")

@@ -1,6 +1,7 @@
 """experiments/reproduce.py: every stage runs, then trained models are skipped."""
 
 import json
+import os
 
 import torch
 from PIL import Image
@@ -27,3 +28,26 @@ def test_reproduce_runs_every_stage_then_skips_trained_models(tmp_path, tiny_mni
     assert "| stage | seconds |" in capsys.readouterr().out
     again = reproduce.main(argv)  # already trained: training is skipped, the rest runs again
     assert not any(stage.startswith("train") for stage in again)
+
+
+def test_reproduce_without_the_cvae_trains_the_same_two_models(tmp_path, tiny_mnist):
+    """--no-cvae: the AE and the VAE alone, trained with the thread count of the full run (a third
+    of the cores, at least one), compared without a CVAE column; a full run after it skips them."""
+    out = tmp_path / "results"
+    argv = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--epochs", "1", "--device", "cpu",
+            "--iwae-k", "2", "--iwae-images", "4", "--no-download", "--parallel"]
+    timings = reproduce.main([*argv, "--no-cvae"])
+    assert "train ae + vae (at once)" in timings and "plot cvae" not in timings
+    assert not (out / "cvae").exists()
+    metrics = json.loads((out / "compare" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"ae", "vae"}
+    for name in ("ae", "vae"):
+        run = json.loads((out / name / "run.json").read_text())
+        assert run["environment"]["threads"] == max(1, (os.cpu_count() or 1) // 3)
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["ae.pt", "vae.pt"]
+    ae_weights = torch.load(out / "ae" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    full = reproduce.main(argv)  # only the CVAE is left to train
+    assert "train cvae (at once)" in full
+    assert set(json.loads((out / "compare" / "metrics.json").read_text())["models"]) == {"ae", "vae", "cvae"}
+    again = torch.load(out / "ae" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(again[k], v) for k, v in ae_weights.items())

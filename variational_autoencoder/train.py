@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from common.errors import exit_on_error
+from common.host_memory import skip_exit_collection
 from common.loop import Batch
 from common.trainer import build_parser, run_training
 from variational_autoencoder.model import VAE, VAEConfig, vae_loss
@@ -46,3 +47,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+    skip_exit_collection()  # about 0.6 s less to exit (common/host_memory.py)

@@ -19,7 +19,9 @@ on the data). With --data-dir it also times a whole default epoch the way a user
 progress bar and schedule, evaluation, checkpoint), and reports it as images/s of the epoch and
 against the reference; --whole-epochs N times N of them, one in each of the first N rounds, and
 reports the median. The header gives the CPU's ISA, threads, torch version and the measured
-fp32 matrix-product peak; the table the share of that peak each path reaches.
+fp32 matrix-product peak; the table the share of that peak each path reaches. Under the table,
+each round's two rates and the peak measured again after the rounds show how far the machine
+drifted while they ran (a shared cloud machine can lose a third of its speed within minutes).
 
 With --choices it also times each choice the default path makes for this machine against its
 alternative, one changed at a time: the memory format for training and for evaluation, Adam's
@@ -413,7 +415,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
           f"a fresh process of its own, {args.rounds} alternating rounds, medians"
           f"{'; freed memory returned to the OS for the reference, kept for the default path' if device.type == 'cpu' else ''}\n")
     results: dict[str, Any] = {}
-    rows, flop_notes = [], []
+    rows, flop_notes, round_notes = [], [], []
     for name in args.models:
         build, loss_fn = MODELS[name]
         flops = step_flops(build, loss_fn, REFERENCE_BATCH)
@@ -438,7 +440,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             result["train_py_vs_default"] = result["train_py_img_s"] / default
             result["epoch_img_s"] = len(load_split(args.data_dir, "mnist", "train", download=False).images) / seconds
             result["epoch_vs_reference"] = result["epoch_img_s"] / ref
+        result["reference_img_s_each"] = [rate for rate, _ in ref_runs]
+        result["default_img_s_each"] = [rate for rate, _ in def_runs]
         results[name] = result
+        round_notes.append(f"{name.upper()}, each round's reference / default train img/s (speed-up): " + ", ".join(
+            f"{r:,.0f} / {d:,.0f} ({d / r:.2f}x)" for (r, _), (d, _) in zip(ref_runs, def_runs)))
         each = f" (median of {', '.join(f'{t:.1f}' for t, _ in epochs)} s)" if len(epochs) > 1 else ""
         all_in = (f" | {result['epoch_seconds']:.1f} s{each} = {result['epoch_img_s']:,.0f} img/s, "
                   f"{result['epoch_vs_reference']:.2f}x | {result['train_py_img_s']:,.0f} "
@@ -452,6 +458,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
           "(vs reference) | train.py's own training img/s (vs default) | reference eval img/s | default eval img/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    print("\n" + "\n".join(round_notes))
+    # the same peak measured again after the rounds: how far the machine drifted while they ran
+    results["peak_gflop_s_after"] = matmul_peak(device)
+    print(f"measured fp32 matrix-product peak after the rounds: {results['peak_gflop_s_after']:,.0f} GFLOP/s "
+          f"({peak:,.0f} before)")
     if args.choices:
         if device.type == "cpu":
             keep_freed_memory()  # the in-process choices run as train.py does

@@ -11,8 +11,8 @@ from experiments import bench
 def test_benchmark_runs_and_reports_both_paths():
     results = bench.main(["--device", "cpu", "--steps", "1", "--warmup", "1", "--rounds", "1",
                           "--eval-images", "64", "--batch-size", "16"])
-    assert set(results) == {"ae", "vae"}
-    for r in results.values():
+    assert set(results) == {"ae", "vae", "peak_gflop_s_after"} and results["peak_gflop_s_after"] > 0
+    for r in (results["ae"], results["vae"]):
         assert r["reference_img_s"] > 0 and r["default_img_s"] > 0
         assert r["speedup"] == pytest.approx(r["default_img_s"] / r["reference_img_s"])
 
@@ -108,6 +108,22 @@ def test_whole_epochs_are_timed_between_the_rounds_and_their_median_reported(mon
     assert r["epoch_img_s"] == pytest.approx(96 / 75.0)  # the tiny training split's 96 images
     assert r["epoch_vs_reference"] == pytest.approx(96 / 75.0 / 100.0)
     assert r["train_py_img_s"] == 140.0 and r["train_py_vs_default"] == pytest.approx(140.0 / 150.0)
+
+
+def test_each_rounds_rates_and_the_peak_after_the_rounds_are_reported(monkeypatch, capsys):
+    rates = iter([(100.0, 0.0), (150.0, 0.0), (80.0, 0.0), (200.0, 0.0), (120.0, 0.0), (90.0, 0.0)])
+    monkeypatch.setattr(bench, "run_processes", lambda cmds, env=None: [next(rates)])
+    peaks = iter([50.0, 40.0])
+    monkeypatch.setattr(bench, "matmul_peak", lambda device: next(peaks))
+    results = bench.main(["--device", "cpu", "--models", "vae", "--rounds", "3", "--eval-images", "0"])
+    r = results["vae"]
+    assert r["reference_img_s_each"] == [100.0, 80.0, 120.0] and r["default_img_s_each"] == [150.0, 200.0, 90.0]
+    assert (r["reference_img_s"], r["default_img_s"]) == (100.0, 150.0)  # the medians
+    out = capsys.readouterr().out
+    assert "VAE, each round's reference / default train img/s (speed-up): 100 / 150 (1.50x), 80 / 200 (2.50x), " \
+           "120 / 90 (0.75x)" in out
+    assert results["peak_gflop_s_after"] == 40.0
+    assert "peak after the rounds: 40 GFLOP/s (50 before)" in out
 
 
 def test_more_whole_epochs_than_rounds_is_refused(tiny_mnist, capsys):

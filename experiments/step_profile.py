@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from common.data import iterate_batches
+from common.data import IMAGE_SIZE, iterate_batches
 from common.device import PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
 from common.errors import ProjectError, exit_on_error
 from common.host_memory import keep_freed_memory
@@ -57,24 +57,27 @@ class Kernel:
     implementations: set[str] = field(default_factory=set)
 
 
+def read_problem(problem: str) -> dict[str, int]:
+    """oneDNN's convolution descriptor as numbers: g (groups, 1 if absent), mb, ic, oc, ih, oh, kh, sh, iw, ow, kw."""
+    m = PROBLEM.fullmatch(problem)
+    if m is None:
+        raise ProjectError(f"cannot read oneDNN's convolution descriptor {problem!r}")
+    return {k: int(x) for k, x in m.groupdict(default="1").items()}
+
+
 def conv_flops(kind: str, problem: str) -> float:
     """Multiply-adds x 2 of one convolution call: every output pixel of a convolution, every
     input pixel of a transposed one (deconvolution) meets ic x oc x kh x kw weights (/ groups).
     The forward, input-gradient and weight-gradient passes all cost this much."""
-    m = PROBLEM.fullmatch(problem)
-    if m is None:
-        raise ProjectError(f"cannot read oneDNN's convolution descriptor {problem!r}")
-    v = {k: int(x) for k, x in m.groupdict(default="1").items()}
+    v = read_problem(problem)
     pixels = v["ih"] * v["iw"] if kind == "deconvolution" else v["oh"] * v["ow"]
     return 2.0 * v["mb"] * v["ic"] * v["oc"] * v["kh"] * v["kw"] * pixels / v["g"]
 
 
 def layer_key(kind: str, problem: str) -> tuple:
     """What names a layer in oneDNN's descriptor, the batch left out (kind, ic, oc, ih, iw, oh, ow, kh, sh)."""
-    m = PROBLEM.fullmatch(problem)
-    if m is None:
-        raise ProjectError(f"cannot read oneDNN's convolution descriptor {problem!r}")
-    return (kind, *(int(m[k]) for k in ("ic", "oc", "ih", "iw", "oh", "ow", "kh", "sh")))
+    v = read_problem(problem)
+    return (kind, *(v[k] for k in ("ic", "oc", "ih", "iw", "oh", "ow", "kh", "sh")))
 
 
 def parse_verbose(text: str) -> dict[tuple[tuple, str], Kernel]:
@@ -103,7 +106,7 @@ def parse_verbose(text: str) -> dict[tuple[tuple, str], Kernel]:
 
 def conv_layers(model: nn.Module, loss_fn: LossFn) -> dict[tuple, str]:
     """Layer key (as oneDNN describes it) -> the module's name, for every convolution of `model`,
-    from one forward pass on two blank images."""
+    from one forward pass on two blank images (in eval mode; the model's mode is left as it was)."""
     names: dict[tuple, str] = {}
 
     def hook(name: str):
@@ -115,12 +118,14 @@ def conv_layers(model: nn.Module, loss_fn: LossFn) -> dict[tuple, str]:
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            x = torch.zeros(2, 1, 28, 28)
+            x = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
             loss_fn(model, (x, labels(x)))
     finally:
+        model.train(training)
         for h in handles:
             h.remove()
     return names

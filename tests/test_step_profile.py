@@ -60,7 +60,9 @@ def test_parse_sums_the_timed_kernels_only():
 
 def test_every_conv_of_the_default_vae_is_named():
     build, loss_fn = MODELS["vae"]
-    names = step_profile.conv_layers(build(), loss_fn)
+    model = build()
+    names = step_profile.conv_layers(model, loss_fn)
+    assert model.training  # looked at in eval mode, handed back in training mode
     assert len(names) == 8
     assert names[("convolution", 1, 32, 28, 28, 28, 28, 3, 1)] == "encoder.convs.0.0"
     assert names[("convolution", 32, 64, 28, 28, 14, 14, 3, 2)] == "encoder.convs.1.0"

@@ -1,5 +1,9 @@
 """experiments/step_profile.py: oneDNN's kernel timings read back per layer and pass."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from experiments import step_profile
@@ -87,3 +91,15 @@ def test_a_failed_run_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         step_profile.main(["--data-dir", str(tmp_path), "--steps", "1", "--warmup", "1"])
     assert str(exc.value).startswith("error: the profiled run failed: mnist not found")
+
+
+def test_only_the_timed_steps_are_counted():
+    # oneDNN prints from C and Python prints the marker: every kernel must be counted once a timed
+    # step, none of the warm-up's (the two streams reach the pipe in the order they were written)
+    cmd = [sys.executable, "-m", "experiments.step_profile", "--child", "--model", "ae", "--steps", "3",
+           "--warmup", "2", "--batch-size", "8", "--precision", "fp32"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env={**os.environ, "ONEDNN_VERBOSE": "1"}).stdout
+    kernels = step_profile.parse_verbose(out)
+    assert len(kernels) == 8 * 3 - 1  # 8 convolutions x 3 passes, the first without grad input
+    assert {k.calls for k in kernels.values()} == {3}

@@ -22,21 +22,20 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from common.data import IMAGE_SIZE, iterate_batches
+from common.data import IMAGE_SIZE
 from common.device import PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
 from common.errors import ProjectError, exit_on_error
 from common.host_memory import keep_freed_memory
-from common.loop import LossFn, make_optimizer, train_one_epoch
+from common.loop import LossFn
 from common.options import NumberRange, seed_int
 from common.trainer import TrainConfig
-from experiments.bench import MODELS, bench_images, describe_machine, labels
+from experiments.bench import MODELS, bench_images, default_steps, describe_machine, labels
 
 step_count = NumberRange(int, 1, 1000)
 TIMED = "step_profile: timed steps start"  # the child's marker between warm-up and timed steps
@@ -147,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_steps(args: argparse.Namespace) -> None:
-    """The child: warm-up steps, the TIMED marker, the timed steps, then their wall seconds."""
+    """The child: the benchmark's default-path step (experiments.bench.default_steps) for the
+    warm-up, the TIMED marker, the timed steps, then their wall seconds."""
     device = get_device("cpu")
     precision = resolve_precision(args.precision, device)
     keep_freed_memory()
@@ -155,16 +155,13 @@ def run_steps(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     fmt = memory_format_for(device, precision, training=True)
     model = build().to(memory_format=fmt)
-    optimizer = make_optimizer(model, TrainConfig.lr)
     x = bench_images(args, (args.warmup + args.steps) * args.batch_size, device).contiguous(memory_format=fmt)
-    gen = torch.Generator().manual_seed(args.seed)
     amp = lambda: autocast(device, precision)  # noqa: E731
-    warm, timed = x[: args.warmup * args.batch_size], x[args.warmup * args.batch_size:]
-    train_one_epoch(model, iterate_batches((warm, labels(warm)), args.batch_size, gen), optimizer, loss_fn, amp=amp)
+    warm = args.warmup * args.batch_size
+    default_steps(model, loss_fn, x[:warm], args.warmup, TrainConfig.lr, args.batch_size, amp)
     print(TIMED, flush=True)
-    t0 = time.perf_counter()
-    train_one_epoch(model, iterate_batches((timed, labels(timed)), args.batch_size, gen), optimizer, loss_fn, amp=amp)
-    print(f"step_profile: seconds {time.perf_counter() - t0:.6f}", flush=True)
+    seconds = default_steps(model, loss_fn, x[warm:], args.steps, TrainConfig.lr, args.batch_size, amp)
+    print(f"step_profile: seconds {seconds:.6f}", flush=True)
 
 
 def format_table(kernels: dict[tuple[tuple, str], Kernel], names: dict[tuple, str], steps: int,

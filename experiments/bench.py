@@ -25,9 +25,9 @@ drifted while they ran (a shared cloud machine can lose a third of its speed wit
 
 With --choices it also times each choice the default path makes for this machine against its
 alternative, one changed at a time: the memory format for training and for evaluation, Adam's
-implementation, how often losses are read back, and (on a CPU) freed memory kept or returned to
-the OS, and one run on every core against one-thread runs side by side, as the reproduction and
-the studies train.
+implementation, how often losses are read back, (on CUDA) the step as a captured CUDA graph or
+eager, and (on a CPU) freed memory kept or returned to the OS, and one run on every core against
+one-thread runs side by side, as the reproduction and the studies train.
 
     python -m experiments.bench --data-dir ../shared/data --models vae --choices
 """
@@ -56,7 +56,7 @@ from common.data import IMAGE_SIZE, iterate_batches, load_split
 from common.device import DEVICES, PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
 from common.errors import ProjectError, exit_on_error
 from common.host_memory import keep_freed_memory
-from common.loop import LossFn, evaluate, make_optimizer, train_one_epoch
+from common.loop import LossFn, evaluate, make_optimizer, make_step, train_one_epoch
 from common.machine import cpu_isa_features, cpu_model_name, isa_summary
 from common.options import NumberRange, positive_int, seed_int
 from common.trainer import COMPILE_MODES, TrainConfig
@@ -112,16 +112,25 @@ def reference_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: i
 def default_steps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, steps: int, lr: float, batch_size: int,
                   amp: Callable[[], contextlib.AbstractContextManager],
                   optimizer_for: Callable[[nn.Module, float], torch.optim.Optimizer] = make_optimizer,
-                  log_every: int = 50) -> float:
-    """The project's path: the real train_one_epoch over `steps` batches. Returns seconds.
-    `optimizer_for` and `log_every` let --choices change one thing at a time."""
+                  log_every: int = 50, warmup: int = 0, cuda_graph: bool = True) -> float:
+    """The project's path: the real train_one_epoch over `steps` batches, with train.py's step
+    (make_step: on CUDA a captured graph). Returns seconds. `warmup` untimed batches go first
+    through the same optimizer and step (a CUDA graph is captured there), then the next `steps`
+    batches are timed. `optimizer_for`, `log_every` and `cuda_graph` let --choices change one
+    thing at a time."""
     optimizer = optimizer_for(model, lr)
+    step = make_step(model, optimizer, loss_fn, amp, cuda_graph)
     gen = torch.Generator().manual_seed(0)
+    if warmup:
+        first = x[: warmup * batch_size]
+        train_one_epoch(model, iterate_batches((first, labels(first)), batch_size, gen), optimizer, loss_fn, amp=amp,
+                        log_every=log_every, train_step=step)
+        x = x[warmup * batch_size:]
     x = x[: steps * batch_size]
     batches = iterate_batches((x, labels(x)), batch_size, gen)
     _sync(x.device)
     t0 = time.perf_counter()
-    train_one_epoch(model, batches, optimizer, loss_fn, amp=amp, log_every=log_every)
+    train_one_epoch(model, batches, optimizer, loss_fn, amp=amp, log_every=log_every, train_step=step)
     _sync(x.device)
     return time.perf_counter() - t0
 
@@ -272,9 +281,8 @@ def choices(args: argparse.Namespace, device: torch.device, precision: str,
     def train_rate(fmt: str, **kw) -> Callable[[], float]:
         model = build().to(device=device, memory_format=formats[fmt])
         data = x.contiguous(memory_format=formats[fmt])
-        default_steps(model, loss_fn, data, args.warmup, lr, args.batch_size, amp, **kw)
         return lambda: args.steps * args.batch_size / default_steps(model, loss_fn, data, args.steps, lr,
-                                                                    args.batch_size, amp, **kw)
+                                                                    args.batch_size, amp, warmup=args.warmup, **kw)
 
     def eval_rate(fmt: str) -> Callable[[], float]:
         model = build().to(device=device, memory_format=formats[fmt])
@@ -292,6 +300,9 @@ def choices(args: argparse.Namespace, device: torch.device, precision: str,
         ("losses read back", "every 50 steps", train_rate(train_default), "every step",
          train_rate(train_default, log_every=1)),
     ]
+    if device.type == "cuda":
+        pairs.append(("training step", "CUDA graph", train_rate(train_default), "eager",
+                      train_rate(train_default, cuda_graph=False)))
     if device.type == "cpu":
         pairs.append(("freed memory (glibc malloc)", "kept in the process",
                       lambda: in_own_process(args, "vae", "default", precision, "kept")[0], "returned to the OS",
@@ -339,7 +350,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-flags", default="", help="extra train.py flags for the whole-epoch run (default: none)")
     p.add_argument("--choices", action="store_true",
                    help="also time each choice the default path makes for this machine against its alternative "
-                        "(memory formats, Adam's implementation, loss read-back, freed memory, runs side by side)")
+                        "(memory formats, Adam's implementation, loss read-back, CUDA graph, freed memory, runs side "
+                        "by side)")
     p.add_argument("--rate-only", action="store_true",
                    help="time one --path of the first --models in this process and print only its training and "
                         "evaluation images/s (each round of the benchmark runs both paths this way)")
@@ -390,8 +402,8 @@ def rate_only(args: argparse.Namespace) -> tuple[float, float]:
         fast = model if args.compile == "off" else torch.compile(model, mode=args.compile)
         amp = lambda: autocast(device, precision)  # noqa: E731
         x = x.contiguous(memory_format=fmt)
-        default_steps(fast, loss_fn, x, args.warmup, lr, args.batch_size, amp)
-        train = args.steps * args.batch_size / default_steps(fast, loss_fn, x, args.steps, lr, args.batch_size, amp)
+        train = args.steps * args.batch_size / default_steps(fast, loss_fn, x, args.steps, lr, args.batch_size, amp,
+                                                             warmup=args.warmup, cuda_graph=args.compile == "off")
         eval_fmt = memory_format_for(device, precision, training=False)
         model.to(memory_format=eval_fmt)
         eval_ = timed_eval(fast, x_eval.contiguous(memory_format=eval_fmt), loss_fn, TrainConfig.eval_batch_size,
@@ -411,7 +423,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"measured fp32 matrix-product peak: {peak:,.0f} GFLOP/s")
     print(f"reference: fp32, NCHW, eager, batch {REFERENCE_BATCH}, loss.item() every step; default path: {precision}, "
           f"{format_name(train_format)} for training and {format_name(eval_format)} for evaluation, batch "
-          f"{args.batch_size}{'' if args.compile == 'off' else f', torch.compile {args.compile}'}; each path in "
+          f"{args.batch_size}{'' if args.compile == 'off' else f', torch.compile {args.compile}'}"
+          f"{', training step as a CUDA graph' if device.type == 'cuda' and args.compile == 'off' else ''}; each path in "
           f"a fresh process of its own, {args.rounds} alternating rounds, medians"
           f"{'; freed memory returned to the OS for the reference, kept for the default path' if device.type == 'cpu' else ''}\n")
     results: dict[str, Any] = {}

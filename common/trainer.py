@@ -74,7 +74,7 @@ class TrainConfig:
     compile: str = option("off", "torch.compile the model: off, default, or reduce-overhead (CUDA graphs: fewer "
                                  "kernel launches on a GPU)", choices=COMPILE_MODES, runtime=True)
     cuda_graph: bool = option(True, "on CUDA: replay the step's forward and backward as one captured CUDA graph "
-                                    "(one launch instead of hundreds; ignored on a CPU and with --compile)",
+                                    "(one launch instead of one per kernel; ignored on a CPU and with --compile)",
                               runtime=True)
     eval_batch_size: int = option(1000, "images per batch when evaluating", parse=positive_int, runtime=True)
     log_every: int = option(50, "steps between progress-bar refreshes (each one syncs the device)",

@@ -106,8 +106,14 @@ class CudaGraphStep:
             self.inputs = (batch[0].clone(), batch[1].clone())
             self.optimizer.zero_grad(set_to_none=True)  # backward in the graph makes the .grad tensors
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.terms = self._forward_backward(self.inputs)
+            try:
+                with torch.cuda.graph(self.graph):
+                    self.terms = self._forward_backward(self.inputs)
+            except RuntimeError as err:  # e.g. a loss that reads a value back to the CPU while capturing
+                reason = (str(err).strip().splitlines() or ["?"])[0]
+                raise TrainingError(f"the training step could not be captured as a CUDA graph ({reason}); a loss "
+                                    f"must not read values back to the CPU (.item(), an `if` on a tensor): "
+                                    f"run with --no-cuda-graph") from None
         assert self.inputs is not None
         if batch[0].shape == self.inputs[0].shape and batch[1].shape == self.inputs[1].shape:
             self.inputs[0].copy_(batch[0])

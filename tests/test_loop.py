@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.data import iterate_batches
+from common.errors import TrainingError
 from common.loop import CudaGraphStep, lr_at, make_optimizer, make_step, train_one_epoch
 from variational_autoencoder import train as vae_train
 from variational_autoencoder.model import VAE, VAEConfig
@@ -103,3 +104,23 @@ def test_cuda_graph_step_under_bf16_autocast():
     assert step.graph is not None
     for epoch in range(2):
         assert graph_terms[epoch]["loss"] == pytest.approx(eager_terms[epoch]["loss"], rel=1e-2)
+
+
+def test_a_step_that_cannot_be_captured_is_one_line_naming_the_flag(monkeypatch):
+    """A loss that syncs with the CPU fails inside the capture with CUDA's RuntimeError; the user
+    gets a TrainingError (one line through exit_on_error) that names --no-cuda-graph. The capture
+    is faked so that this runs without a GPU: only the error's path is under test here."""
+    def syncing_loss(model, batch):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph: contextlib.nullcontext())
+    model = Autoencoder(AEConfig())
+    step = CudaGraphStep(model, make_optimizer(model, 1e-3), syncing_loss, contextlib.nullcontext, warmup=0)
+    x = torch.rand(4, 1, 28, 28)
+    with pytest.raises(TrainingError) as caught:
+        step((x, torch.zeros(4, dtype=torch.long)))
+    assert str(caught.value) == (
+        "the training step could not be captured as a CUDA graph (CUDA error: operation not permitted when stream "
+        "is capturing); a loss must not read values back to the CPU (.item(), an `if` on a tensor): run with "
+        "--no-cuda-graph")

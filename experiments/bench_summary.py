@@ -72,6 +72,7 @@ def read_runs(text: str, name: str) -> dict[tuple[str, str, str], Run]:
     columns = [cell.strip() for cell in lines[header].strip("|").split("|")]
     if "speed-up" not in columns:
         raise ProjectError(f"{name}: the results table has no 'speed-up' column")
+    speed_column = columns.index("speed-up")
     whole_column = next((i for i, c in enumerate(columns) if c.startswith("whole train.py epoch")), None)
     rounds = {m["model"]: [float(r) for r in TIMES.findall(m["rounds"])] for m in ROUNDS.finditer(text)}
     runs = {}
@@ -80,9 +81,11 @@ def read_runs(text: str, name: str) -> dict[tuple[str, str, str], Run]:
             break
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         model = cells[0]
-        step = TIMES.fullmatch(cells[columns.index("speed-up")])
+        if len(cells) != len(columns):
+            raise ProjectError(f"{name}: {model}'s row has {len(cells)} cells, its table {len(columns)} columns")
+        step = TIMES.fullmatch(cells[speed_column])
         if step is None:
-            raise ProjectError(f"{name}: {model}'s speed-up {cells[columns.index('speed-up')]!r} is not a ratio like 1.49x")
+            raise ProjectError(f"{name}: {model}'s speed-up {cells[speed_column]!r} is not a ratio like 1.49x")
         whole = TIMES.findall(cells[whole_column]) if whole_column is not None else []
         runs[(kind, path["path"], model)] = Run(name, float(step[1]), float(whole[-1]) if whole else None,
                                                 rounds.get(model, []))
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     with exit_on_error():
         groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
-        for name in args.files:
+        for name in dict.fromkeys(args.files):  # a file named twice (overlapping globs) counts once
             try:
                 text = Path(name).read_text()
             except OSError as err:

@@ -80,6 +80,7 @@ def test_an_older_table_without_some_columns_is_read(tmp_path):
     ("not a benchmark\n", "no 'device: ...' line"),
     (output(CAPPED, "fp32", "fast", "60 s, 1.3x"), "speed-up 'fast' is not a ratio like 1.49x"),
     (output(CAPPED, "fp32", "1.4x", "60 s, 1.3x").replace("| model |", "| name |"), "no results table"),
+    (output(CAPPED, "fp32", "1.4x", "60 s, 1.3x").replace(" | 3,053 | 3,976 |", " |"), "row has 6 cells, its table 8"),
 ])
 def test_a_file_it_cannot_read_is_one_line(tmp_path, text, message):
     with pytest.raises(SystemExit) as exc:
@@ -91,3 +92,8 @@ def test_a_missing_file_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as exc:
         bench_summary.main([str(tmp_path / "absent.txt")])
     assert str(exc.value) == f"error: cannot read {tmp_path / 'absent.txt'}: No such file or directory"
+
+
+def test_a_file_named_twice_counts_once(tmp_path):
+    path = write(tmp_path, "a.txt", output(CAPPED, "fp32", "1.47x", "59.6 s = 1,007 img/s, 1.33x"))
+    assert "  runs: 1\n" in bench_summary.main([path, path])

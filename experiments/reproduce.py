@@ -23,7 +23,7 @@ import torch
 
 from common.device import DEVICES
 from common.errors import exit_on_error
-from common.options import epochs_int, positive_int
+from common.options import epochs_int, positive_int, seed_int
 from common.trainer import TrainConfig
 from experiments import compare, ship
 from experiments.runs import run_in_parallel, train_command, train_flags
@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                    help=f"epochs for each model (default: {TrainConfig.epochs}, train.py's default)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
+    p.add_argument("--seed", type=seed_int, default=TrainConfig.seed,
+                   help=f"seed of every training run and of the comparison (judges, samples, IWAE) "
+                        f"(default: {TrainConfig.seed})")
     p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples (default: 1000)")
     p.add_argument("--iwae-images", type=positive_int, default=1000, help="test images for the IWAE (default: 1000)")
     p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 print(f"\n=== train {name}: {checkpoint[name]} already has {args.epochs} epochs, skipped")
             else:
                 jobs[name] = [*common_flags, *extra, "--out-dir", str(args.out_dir / name),
-                              "--epochs", str(args.epochs), *flags]
+                              "--epochs", str(args.epochs), "--seed", str(args.seed), *flags]
         parallel = args.parallel if args.parallel is not None else (
             args.device in ("auto", "cpu") and not torch.cuda.is_available() and (os.cpu_count() or 1) >= 2)
         if parallel and jobs:
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "--ae", str(checkpoint["ae"]), "--vae", str(checkpoint["vae"]),
             *(["--cvae", str(checkpoint["cvae"])] if "cvae" in checkpoint else []),
             "--out-dir", str(args.out_dir / "compare"), *common_flags,
-            "--iwae-k", str(args.iwae_k), "--iwae-images", str(args.iwae_images)]))
+            "--iwae-k", str(args.iwae_k), "--iwae-images", str(args.iwae_images), "--seed", str(args.seed)]))
         stage("ship", lambda: ship.main([*(str(args.out_dir / name) for name in runs),
                                          "--out-dir", str(args.out_dir / "models")]))
     timings["total"] = time.perf_counter() - t_start

@@ -4,7 +4,7 @@ A checkpoint is a dict:
     format_version  FORMAT_VERSION when written; a newer one is refused
     kind         "ae", "vae", ...: which model class to rebuild (see common/registry.py)
     config       dataclasses.asdict of the model config (rebuilds the model from the file alone)
-    model        the unwrapped model's state dict
+    model        the model's state dict (never a torch.compile wrapper's)
     optimizer    the optimizer's state dict
     epoch        number of completed epochs
     history      one dict of floats per completed epoch
@@ -35,11 +35,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.codes import for_inference
 from common.data import IMAGE_SIZE
 from common.device import get_device
 from common.errors import CheckpointError, DeviceError, short_repr
 from common.files import atomic_write
+from common.loop import TrainConfig
 from common.options import MAX_EPOCHS
 from common.registry import MODELS, model_classes
 
@@ -48,11 +48,6 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 PICKLE_MAGIC = b"\x80"  # first byte of a pickle (protocol >= 2): torch.save's legacy format
 # what a checkpoint needs besides kind/config/model for train.py --resume
 TRAINING_KEYS = ("optimizer", "epoch", "history", "rng")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module whose state dict we save: torch.compile wraps it as `_orig_mod`."""
-    return getattr(model, "_orig_mod", model)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -185,8 +180,6 @@ def _check_history(path: Path, state: dict[str, Any]) -> None:
 
 def _check_train_settings(path: Path, train: Any) -> None:
     """The saved training settings, held to TrainConfig's rules (the flags' ranges and choices)."""
-    from common.trainer import TrainConfig  # here, not at the top: common.trainer imports this module
-
     if not isinstance(train, dict):
         raise CheckpointError(f"{path} is malformed: its training settings are not a dict")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -281,6 +274,12 @@ def load_model(
     """
     state = load_checkpoint(path, map_location=map_location, kind=kind)
     return model_from_state(state, map_location)
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """Eval mode, weights in channels_last (NHWC): oneDNN and cuDNN run these convolutions about
+    twice as fast as NCHW ones (measured: 6.6k vs 3.3k fp32 decodes/s on 2 CPU cores)."""
+    return model.to(memory_format=torch.channels_last).eval()
 
 
 def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None

@@ -22,12 +22,15 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, TYPE_CHECKING, Union
 
 import numpy as np
 import torch
 
 from common.errors import DataError
+
+if TYPE_CHECKING:  # common.loop.TrainConfig, which imports this module
+    from common.loop import TrainConfig as TrainSettings
 
 # dataset name -> (torchvision class name, which is also the folder name under <data-dir>)
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -219,14 +222,34 @@ def load_split(
     return Split(x, y)
 
 
-def load_dataset(
-    data_dir: str | os.PathLike, dataset: str = "mnist", download: bool = True
-) -> tuple[Split, Split]:
-    """Both splits, (train, test)."""
-    return (
-        load_split(data_dir, dataset, "train", download),
-        load_split(data_dir, dataset, "test", download),
-    )
+def data_dir_for(given: str | None, saved: dict) -> str:
+    """Where a program reading a checkpoint finds the data: --data-dir if given, else the folder the
+    model was trained with if it exists here, else ./data (where it is downloaded)."""
+    trained_with = saved.get("data_dir") if isinstance(saved, dict) else None
+    if given:
+        return given
+    return trained_with if isinstance(trained_with, str) and Path(trained_with).is_dir() else "data"
+
+
+def load_training_data(settings: TrainSettings, device: torch.device) -> tuple[Tensors, Tensors]:
+    """train.py's data: (images, labels) of the training split and of the split it is evaluated on
+    (the fixed binary test set with --binarize dynamic), every tensor moved to `device` once, in the
+    run's memory format: no per-step host -> device copies."""
+    train = load_split(settings.data_dir, settings.dataset, "train", settings.download)
+    test = evaluation_split(load_split(settings.data_dir, settings.dataset, "test", settings.download),
+                            settings.binarize)
+    fmt = settings.memory_format
+    return ((train.images.to(device).contiguous(memory_format=fmt), train.labels.to(device)),
+            (test.images.to(device).contiguous(memory_format=fmt), test.labels.to(device)))
+
+
+def training_batches(data: Tensors, settings: TrainSettings, epoch: int) -> Iterator[Tensors]:
+    """Epoch `epoch`'s batches: shuffled from (seed, epoch) alone, and with --binarize dynamic drawn
+    as binary images afresh, so a resumed run sees exactly the batches of an uninterrupted one."""
+    batches = iterate_batches(data, settings.batch_size, epoch_generator(settings.seed, epoch))
+    if settings.binarize == "dynamic":
+        batches = binarized(batches, binarization_generator(settings.seed, epoch, data[0].device))
+    return batches
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

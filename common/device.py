@@ -105,8 +105,3 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
-
-def memory_format_for(device: torch.device, precision: str, training: bool) -> torch.memory_format:
-    """The memory format the project trains (`training`) or evaluates in on this device and
-    precision: channels_last (NHWC) where oneDNN and cuDNN run these small convolutions faster."""
-    return torch.channels_last

@@ -107,11 +107,17 @@ def exit_on_error() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back during a short block that must finish once started (renaming
-    a set of files into place); one that came is acted on (Signalled) right after it."""
+def signals_deferred() -> Iterator[Callable[[], None]]:
+    """Hold SIGINT and SIGTERM back during a block that must not be cut short at an arbitrary point
+    (renaming a set of files into place; a training step). The block gets a `check()` that raises
+    Signalled if one came, so a loop can stop between two steps; one still pending at the end of
+    the block is acted on (Signalled) right after it. Outside the main thread nothing is held."""
     pending: list[int] = []
+
+    def check() -> None:
+        if pending:
+            raise Signalled(pending[0])
+
     with _on_signals(lambda signum, frame: pending.append(signum)):
-        yield
-    if pending:
-        raise Signalled(pending[0])
+        yield check
+    check()

@@ -1,28 +1,30 @@
-"""Drawing: arrays in, PNG or GIF files out; each function saves and returns its path.
+"""Drawing one model's figures: arrays in, PNG or GIF files out; each function saves and returns its path.
 
-None of them runs a model (common/codes.py and common/plotter.py compute the arrays). They build
+None of them runs a model (common/latents.py and common/model_figures.py compute the arrays; the
+comparison's and the studies' figures are in experiments/figures.py). They build
 `matplotlib.figure.Figure` objects directly and never touch pyplot's global state or backend, so
 importing this module inside a notebook changes nothing there.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.animation import PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
+from PIL import Image
 
 from common.files import atomic_write
 
 DPI = 100
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Through the project's one atomic writer (common/files.py): a symbolic link at `path` is
     replaced, never written through, and a failed write leaves the old file. The format follows
     the suffix (a standalone Figure renders PNG with Agg)."""
@@ -62,7 +64,7 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     axes[1, 0].set_ylabel("recon.")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _prior_circles(ax: Axes) -> None:
@@ -93,7 +95,7 @@ def plot_latent_space(codes: np.ndarray, labels: np.ndarray, path: str | os.Path
     points = scatter_latent(ax, codes, labels, title, prior_circles)
     bar = fig.colorbar(points, ax=ax, ticks=range(10))
     bar.set_label("digit")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLike,
@@ -115,7 +117,7 @@ def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLik
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.PathLike, title: str = "") -> Path:
@@ -126,7 +128,7 @@ def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.Pat
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols: int,
@@ -141,77 +143,7 @@ def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols:
         ax.set_title(name, fontsize=10)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
-
-
-def _image_panel(ax: Axes, images: np.ndarray, grid: int, title: str) -> None:
-    ax.imshow(tile(images[: grid * grid], grid, grid), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
-
-
-def plot_ae_vs_vae(samples: dict[str, np.ndarray], ae_codes: np.ndarray, vae_codes: np.ndarray, labels: np.ndarray,
-                   path: str | os.PathLike, grid: int = 10) -> Path:
-    """Left the AE, right the VAE. Top: grid x grid decoded z ~ N(0, I). Middle: decoded samples of
-    a Gaussian mixture fitted to the training codes after training. Bottom: the test codes (first
-    two dimensions) with the N(0, I) 1σ and 2σ circles. `samples` holds the sets named
-    "AE, z ~ N(0, I)", "AE + GMM", "VAE, z ~ N(0, I)", "VAE + GMM"."""
-    fig = Figure(figsize=(11, 17))
-    axes = fig.subplots(3, 2)
-    for col, (name, codes) in enumerate((("AE", ae_codes), ("VAE", vae_codes))):
-        _image_panel(axes[0, col], samples[f"{name}, z ~ N(0, I)"], grid, f"{name}: decoded z ~ N(0, I)")
-        _image_panel(axes[1, col], samples[f"{name} + GMM"], grid,
-                     f"{name} + GMM: z from a mixture fitted after training")
-        points = scatter_latent(axes[2, col], codes, labels, f"{name}: test-set codes", prior_circles=True)
-    fig.colorbar(points, ax=axes[2].tolist(), ticks=range(10), shrink=0.8, label="digit")
-    return _save(fig, path)
-
-
-def plot_latent_panels(panels: Sequence[tuple[str, np.ndarray]], labels: np.ndarray, path: str | os.PathLike) -> Path:
-    """Several (N, 2) code sets side by side, coloured by digit, with the prior's circles."""
-    fig = Figure(figsize=(6 * len(panels), 6))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, codes) in zip(axes, panels):
-        points = scatter_latent(ax, codes, labels, title, prior_circles=True)
-    fig.colorbar(points, ax=axes.tolist(), ticks=range(10), shrink=0.8, label="digit")
-    return _save(fig, path)
-
-
-def plot_densities(panels: Sequence[tuple[str, np.ndarray]], extent: float, path: str | os.PathLike) -> Path:
-    """Densities on the square [-extent, extent]^2 (row 0 at the top), side by side on one colour
-    scale, with the prior's 1σ and 2σ circles."""
-    vmax = max(float(density.max()) for _, density in panels)
-    fig = Figure(figsize=(5.5 * len(panels), 5))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, density) in zip(axes, panels):
-        image = ax.imshow(density, extent=(-extent, extent, -extent, extent), cmap="viridis", vmin=0, vmax=vmax)
-        for r, style in ((1, "-"), (2, "--")):
-            ax.add_patch(Circle((0, 0), r, fill=False, color="w", ls=style, lw=1.0))
-        ax.set_title(title)
-        ax.set_xlabel("z[0]")
-        ax.set_ylabel("z[1]")
-    fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="density")
-    return _save(fig, path)
-
-
-def plot_latent_study(latent_dims: Sequence[int], curves: dict[str, Sequence[float]], path: str | os.PathLike,
-                      title: str = "") -> Path:
-    """Each named curve (nats/image) against latent size, on a log-2 x axis."""
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.subplots()
-    for (name, values), marker in zip(curves.items(), "osd^v"):
-        ax.plot(latent_dims, values, marker + "-", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(latent_dims), [str(d) for d in latent_dims])
-    ax.minorticks_off()
-    ax.set_xlabel("latent size d")
-    ax.set_ylabel("nats / image (test)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latent_evolution(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, bool]],
@@ -220,10 +152,8 @@ def plot_latent_evolution(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np
 
     panels: (title, epochs (E,), codes (E, n, 2), labels (n,), prior_circles). Each panel keeps its
     axes fixed over all frames (the range of all its epochs' codes), so the motion is real; a panel
-    with fewer epochs than another holds its last frame. Written with matplotlib's Pillow writer.
+    with fewer epochs than another holds its last frame. Written as matplotlib's Pillow writer would, through the one atomic writer.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = max(len(epochs) for _, epochs, _, _, _ in panels)
     fig = Figure(figsize=(5.2 * len(panels), 5.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -234,17 +164,20 @@ def plot_latent_evolution(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np
             lo, hi = np.minimum(lo, -2.2), np.maximum(hi, 2.2)
         centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.05 + 1e-6
         limits.append((centre - half, centre + half))
-    writer = PillowWriter(fps=fps)
-    partial = path.with_name(f".{path.name}.partial.gif")  # renamed over `path` once complete
-    with writer.saving(fig, str(partial), dpi=DPI):
-        for frame in range(frames):
-            for ax, (title, epochs, codes, labels, circles), (lo, hi) in zip(axes, panels, limits):
-                i = min(frame, len(epochs) - 1)
-                ax.clear()
-                scatter_latent(ax, codes[i], labels, f"{title}: epoch {epochs[i]}", prior_circles=circles)
-                ax.set_aspect("equal", adjustable="box")
-                ax.set_xlim(lo[0], hi[0])
-                ax.set_ylim(lo[1], hi[1])
-            writer.grab_frame()
-    os.replace(partial, path)
-    return path
+    images = []
+    for frame in range(frames):
+        for ax, (title, epochs, codes, labels, circles), (lo, hi) in zip(axes, panels, limits):
+            i = min(frame, len(epochs) - 1)
+            ax.clear()
+            scatter_latent(ax, codes[i], labels, f"{title}: epoch {epochs[i]}", prior_circles=circles)
+            ax.set_aspect("equal", adjustable="box")
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
+        # each frame as matplotlib's PillowWriter grabs it: RGBA pixels, RGB when opaque
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="rgba", dpi=DPI)
+        width, height = fig.get_size_inches()
+        image = Image.frombuffer("RGBA", (int(width * DPI), int(height * DPI)), buffer.getbuffer(), "raw", "RGBA", 0, 1)
+        images.append(image if image.getextrema()[3][0] < 255 else image.convert("RGB"))
+    return atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                       duration=int(1000 / fps), loop=0))

@@ -1,8 +1,9 @@
-"""The training step, the epoch and the evaluation: the algorithm, top to bottom.
+"""How a model is trained: the settings (TrainConfig), the step, the epoch, the evaluation and the
+learning-rate schedule, top to bottom.
 
 A model's train.py supplies `loss_fn(model, (x, y)) -> {"loss": ..., other terms}`; "loss" is
-minimised, every term is averaged over the epoch. Everything around the loop (resume, signals,
-checkpoints) lives in common/trainer.py.
+minimised, every term is averaged over the epoch. Keeping the run (resume, signals, checkpoints,
+records) is common/run.py's job.
 """
 
 from __future__ import annotations
@@ -10,19 +11,64 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from common.data import iterate_batches
-from common.device import fork_rng
+from common.data import BINARIZATIONS, DATASETS, iterate_batches
+from common.device import DEVICES, PRECISIONS, fork_rng
 from common.errors import TrainingError
+from common.options import check_options, epochs_int, option, positive_float, positive_int, seed_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, C, H, W) in [0, 1], labels (N,)
 LossFn = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
 Amp = Callable[[], contextlib.AbstractContextManager]  # a fresh autocast context per use
 LR_SCHEDULES = ("constant", "cosine")
+COMPILE_MODES = ("off", "default", "reduce-overhead")
+
+
+@dataclass
+class TrainConfig:
+    """How to train (not what): train.py's flags besides the model's. Runtime options may change on --resume."""
+
+    epochs: int = option(8, "total epochs (on --resume: the total to reach)", parse=epochs_int, runtime=True)
+    batch_size: int = option(128, "images per optimisation step", parse=positive_int)
+    lr: float = option(2e-3, "Adam learning rate (the peak, with a schedule)", parse=positive_float)
+    lr_schedule: str = option("cosine", "constant, or cosine decay to 0 over --epochs, step by step",
+                              choices=LR_SCHEDULES)
+    seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise", parse=seed_int)
+    data_dir: str = option("data", "folder holding MNIST/raw/ (torchvision's layout)", runtime=True)
+    dataset: str = option("mnist", "which MNIST-format dataset", choices=tuple(DATASETS))
+    binarize: str = option("none", "none: grey levels; dynamic: every training image drawn as Bernoulli(intensity) "
+                                   "afresh each time it is used, evaluation on one fixed binary test set",
+                           choices=BINARIZATIONS)
+    download: bool = option(True, "download the dataset when missing", runtime=True)
+    out_dir: str = option(".", "where checkpoints/, figures/, history.json and run.json go", runtime=True)
+    device: str = option("auto", "auto: cuda, then mps, then cpu", choices=DEVICES, runtime=True)
+    precision: str = option("auto", "bf16 autocast or fp32; auto: bf16 where the hardware is fast at it",
+                            choices=PRECISIONS, runtime=True)
+    channels_last: bool = option(True, "NHWC memory format: faster convolutions on CPU and GPU", runtime=True)
+    compile: str = option("off", "torch.compile the model: off, default, or reduce-overhead (CUDA graphs: fewer "
+                                 "kernel launches on a GPU)", choices=COMPILE_MODES, runtime=True)
+    cuda_graph: bool = option(True, "on CUDA: replay the step's forward and backward as one captured CUDA graph "
+                                    "(one launch instead of one per kernel; ignored on a CPU and with --compile)",
+                              runtime=True)
+    eval_batch_size: int = option(1000, "images per batch when evaluating", parse=positive_int, runtime=True)
+    log_every: int = option(50, "steps between progress-bar refreshes (each one syncs the device)",
+                            parse=positive_int, runtime=True)
+    tensorboard: bool = option(False, "also log to <out-dir>/tensorboard/ (pip install -e .[tensorboard])",
+                               runtime=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # checkpoints written when --compile was a switch
+            self.compile = "default" if self.compile else "off"
+        check_options(self)  # ranges and choices, as for the flags: saved settings are held to them too
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """How images and weights are laid out: NHWC unless --no-channels-last."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 class NonFiniteLoss(TrainingError):
@@ -55,84 +101,15 @@ def eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Loss
     return step
 
 
-class CudaGraphStep:
-    """The same step with its forward and backward captured once as a CUDA graph and replayed.
-
-    At batch 128 this network's step is many small kernels, and on a GPU launching them
-    takes longer than running them (the eager step reaches 5 % of an H200's fp32 peak). Replaying a
-    captured graph launches them all at once. The first `warmup` steps run eagerly on a side stream
-    (cuDNN and autograd set themselves up there, as capture requires); the next one is captured
-    with its batch's shape, and every later batch of that shape is copied into the graph's input
-    and replayed. Adam runs outside the graph, eagerly (its fused kernel is a single launch), so the
-    learning rate can change every step and the optimizer's state and checkpoints are those of the
-    eager step. A batch of another size (an epoch's last, smaller one) runs eagerly, its gradients
-    written into the graph's own gradient tensors, which stay the parameters' `.grad` throughout.
-    The arithmetic is the eager step's (tests/test_loop.py: the same parameters to 1e-4 after two
-    epochs on a GPU, the VAE's noise included).
-    """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, amp: Amp,
-                 warmup: int = 3):
-        self.model, self.optimizer, self.loss_fn, self.amp = model, optimizer, loss_fn, amp
-        self.warmup = warmup
-        self.eager_steps = 0
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: Batch | None = None  # the graph's input tensors, refilled before each replay
-        self.terms: dict[str, torch.Tensor] = {}  # the graph's outputs, overwritten by each replay
-        self.side: torch.cuda.Stream | None = None  # the warm-up steps' stream
-
-    def _forward_backward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        with self.amp():
-            terms = self.loss_fn(self.model, batch)
-        terms["loss"].backward()
-        # detached: nothing keeps this step's autograd graph (and its per-stream gradient
-        # accumulators) alive into the next step, which may run on another stream
-        return {name: value.detach() for name, value in terms.items()}
-
-    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
-        if self.graph is None and self.eager_steps < self.warmup:
-            self.eager_steps += 1
-            main = torch.cuda.current_stream(batch[0].device)
-            self.side = self.side or torch.cuda.Stream(batch[0].device)
-            side = self.side
-            side.wait_stream(main)
-            with torch.cuda.stream(side):
-                self.optimizer.zero_grad(set_to_none=True)
-                terms = self._forward_backward(batch)
-                self.optimizer.step()
-            main.wait_stream(side)
-            return terms
-        if self.graph is None:
-            self.inputs = (batch[0].clone(), batch[1].clone())
-            self.optimizer.zero_grad(set_to_none=True)  # backward in the graph makes the .grad tensors
-            self.graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(self.graph):
-                    self.terms = self._forward_backward(self.inputs)
-            except RuntimeError as err:  # e.g. a loss that reads a value back to the CPU while capturing
-                reason = (str(err).strip().splitlines() or ["?"])[0]
-                raise TrainingError(f"the training step could not be captured as a CUDA graph ({reason}); a loss "
-                                    f"must not read values back to the CPU (.item(), an `if` on a tensor): "
-                                    f"run with --no-cuda-graph") from None
-        assert self.inputs is not None
-        if batch[0].shape == self.inputs[0].shape and batch[1].shape == self.inputs[1].shape:
-            self.inputs[0].copy_(batch[0])
-            self.inputs[1].copy_(batch[1])
-            self.graph.replay()
-            self.optimizer.step()
-            return self.terms
-        self.optimizer.zero_grad(set_to_none=False)  # zeroed in place: .grad stays the graph's tensors
-        terms = self._forward_backward(batch)
-        self.optimizer.step()
-        return terms
-
-
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, amp: Amp = contextlib.nullcontext,
               cuda_graph: bool = True) -> Step:
-    """train.py's step: on CUDA with `cuda_graph`, CudaGraphStep; elsewhere the eager step."""
-    on_cuda = next(model.parameters()).device.type == "cuda"
-    return CudaGraphStep(model, optimizer, loss_fn, amp) if cuda_graph and on_cuda else eager_step(
-        model, optimizer, loss_fn, amp)
+    """train.py's step: on CUDA with `cuda_graph`, the same step captured as a CUDA graph
+    (common/cuda_graph.py); elsewhere the plain step above."""
+    if cuda_graph and next(model.parameters()).device.type == "cuda":
+        from common.cuda_graph import CudaGraphStep  # imported here: it builds on this module
+
+        return CudaGraphStep(model, optimizer, loss_fn, amp)
+    return eager_step(model, optimizer, loss_fn, amp)
 
 
 def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
@@ -151,7 +128,6 @@ def train_one_epoch(
     *,
     lr_for_step: Callable[[int], float] | None = None,
     amp: Amp = contextlib.nullcontext,
-    progress: tqdm | None = None,
     log_every: int = 50,
     check_stop: Callable[[], None] | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
@@ -164,8 +140,9 @@ def train_one_epoch(
     CUDA tensor (.item()) waits for all queued work, which would stall the GPU every step. For the
     same reason the first step whose loss is not finite is recorded on the device and checked at
     those read-backs; it raises NonFiniteLoss naming that exact step. `check_stop()` runs before
-    every step and may raise to end the epoch between two steps (see trainer.stop_on_signals).
-    `on_log(step, running means)` is called at the same read-backs (TensorBoard), never in between.
+    every step and may raise to end the epoch between two steps (common/errors.signals_deferred).
+    `on_log(step, running means)` is called at the same read-backs and after the last step (progress
+    bar, TensorBoard), never in between.
     `train_step` does the optimisation step (make_step; it keeps across epochs what it captures);
     without it, the eager step. The terms it returns are read before the next step.
     """
@@ -192,15 +169,14 @@ def train_one_epoch(
         if step % log_every == 0:
             if int(first_bad):  # one sync per refresh
                 raise NonFiniteLoss(epoch, int(first_bad))
-            if progress is not None:
-                progress.set_postfix(loss=f"{sums['loss'].item() / seen:.2f}", refresh=False)
             if on_log is not None:
                 on_log(step, {name: value.item() / seen for name, value in sums.items()})
-        if progress is not None:
-            progress.update(1)
     if first_bad is not None and int(first_bad):
         raise NonFiniteLoss(epoch, int(first_bad))
-    return {name: value.item() / seen for name, value in sums.items()}
+    means = {name: value.item() / seen for name, value in sums.items()}
+    if on_log is not None and seen and step % log_every != 0:  # the last steps since a read-back
+        on_log(step, means)
+    return means
 
 
 def evaluate(

@@ -1,6 +1,7 @@
-"""Which models exist: one line per model kind, naming the module that defines it.
+"""Which models exist and what every program needs of one: the model table and the model interface.
 
-A checkpoint records its kind; `load_model` looks the kind up here to rebuild the model. The
+MODELS is the one table every program reads: a checkpoint records its kind, and `load_model`,
+the comparison, the studies, the benchmark and the reproduction look the kind up here. The
 modules are imported by name when needed, so common/ never imports the model folders.
 Adding a model: its folder (model.py, train.py, plot.py) and one line in MODELS.
 """
@@ -9,8 +10,32 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import nn
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """What train.py, plot.py and the comparison need of a model (an nn.Module). Every method takes
+    the digit labels y (N,), which only a conditional model uses; images are (N, C, H, W) in [0, 1]."""
+
+    config: Any  # the config dataclass it was built from (saved in checkpoints, rebuilt on load)
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Any:
+        """The encoder's output: z for the AE, (mu, logvar) of q(z|x) for the VAE."""
+
+    def code(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """One point code per image (N, latent_dim), for plots and metrics: z, or the posterior mean."""
+
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, latent_dim) -> the decoder's logits (N, C, H, W)."""
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z (N, latent_dim) -> pixel intensities (N, C, H, W) in [0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +44,11 @@ class ModelEntry:
     model_class: str  # nn.Module subclass, built as model_class(config)
     config_class: str  # the config dataclass
     description: str  # for messages: what a checkpoint of this kind holds, and where its scripts are
+
+    @property
+    def package(self) -> str:
+        """The model's folder, which holds its train.py and plot.py."""
+        return self.module.rsplit(".", 1)[0]
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -33,3 +63,13 @@ def model_classes(kind: str) -> tuple[type[nn.Module], type]:
     entry = MODELS[kind]
     module = importlib.import_module(entry.module)
     return getattr(module, entry.model_class), getattr(module, entry.config_class)
+
+
+def train_module(kind: str) -> ModuleType:
+    """The kind's train.py, as a module (its main(argv) and loss_fn)."""
+    return importlib.import_module(f"{MODELS[kind].package}.train")
+
+
+def plot_module(kind: str) -> ModuleType:
+    """The kind's plot.py, as a module (its main(argv))."""
+    return importlib.import_module(f"{MODELS[kind].package}.plot")

@@ -8,7 +8,7 @@ batch 128, `loss.item()` every step, in a process of its own as a plain script r
 glibc's malloc returns freed memory to the OS). The default path is what train.py does: its
 memory format and precision for this machine (--precision auto), the real `train_one_epoch` (no
 per-step sync), in a process of its own that keeps freed memory as train.py does
-(common/host_memory.py). Each path runs in a fresh process so that neither inherits the other's
+(common/speed.py). Each path runs in a fresh process so that neither inherits the other's
 heap: in one shared process the reference ran on the heap the default path had grown, not as a
 plain script does. Rounds alternate reference / default so that machine noise hits both;
 the median of the rounds is reported, and the ratio is taken within this one run.
@@ -53,31 +53,29 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.data import IMAGE_SIZE, iterate_batches, load_split
-from common.device import DEVICES, PRECISIONS, autocast, get_device, memory_format_for, resolve_precision
+from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.errors import ProjectError, exit_on_error
-from common.host_memory import keep_freed_memory
-from common.loop import LossFn, evaluate, make_optimizer, make_step, train_one_epoch
+from common.loop import COMPILE_MODES, LossFn, TrainConfig, evaluate, make_optimizer, make_step, train_one_epoch
 from common.machine import cpu_isa_features, cpu_model_name, isa_summary
 from common.options import NumberRange, positive_int, seed_int
-from common.trainer import COMPILE_MODES, TrainConfig
-from experiments.runs import MODEL_PACKAGES
-from variational_autoencoder import train as vae_train
-from variational_autoencoder.model import VAE, VAEConfig
-from vanila_autoencoder import train as ae_train
-from vanila_autoencoder.model import AEConfig, Autoencoder
+from common.registry import MODELS, model_classes, train_module
+from common.speed import keep_freed_memory
 
 REFERENCE_BATCH = 128
 # --steps, --warmup, --rounds: (steps + warmup) batches of random images are made up front
 bench_count = NumberRange(int, 1, 1000)
 eval_count = NumberRange(int, 0, 1_000_000)
 # the allocator setting each path runs with by default: train.py keeps freed memory in the process
-# (common/host_memory.py); a plain script leaves glibc's malloc as it is
+# (common/speed.py); a plain script leaves glibc's malloc as it is
 FREED_MEMORY = {"default": "kept", "reference": "returned"}
-# name -> (a fresh model with the default config, train.py's loss function)
-MODELS: dict[str, tuple[Callable[[], nn.Module], LossFn]] = {
-    "ae": (lambda: Autoencoder(AEConfig()), ae_train.loss_fn),
-    "vae": (lambda: VAE(VAEConfig()), vae_train.loss_fn),
-}
+TRAIN_FORMAT = TrainConfig().memory_format  # train.py's memory format (channels_last), for training
+EVAL_FORMAT = torch.channels_last  # and for evaluation (common/checkpoint.for_inference)
+
+
+def model_and_loss(kind: str) -> tuple[Callable[[], nn.Module], LossFn]:
+    """A fresh model of `kind` with the default config, and its train.py's loss function."""
+    model_cls, config_cls = model_classes(kind)
+    return lambda: model_cls(config_cls()), train_module(kind).loss_fn
 
 
 def labels(x: torch.Tensor) -> torch.Tensor:
@@ -194,7 +192,7 @@ def all_in_epoch(kind: str, data_dir: str, precision: str, device: str, extra: l
     training images/s train.py itself recorded for the epoch (history.json), to set beside the
     benchmark's step rate of the default path."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", f"{MODEL_PACKAGES[kind]}.train", "--epochs", "1", "--data-dir", data_dir,
+        cmd = [sys.executable, "-m", f"{MODELS[kind].package}.train", "--epochs", "1", "--data-dir", data_dir,
                "--no-download", "--out-dir", out, "--precision", precision, "--device", device, *extra]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -270,13 +268,13 @@ def choices(args: argparse.Namespace, device: torch.device, precision: str,
             amp: Callable[[], contextlib.AbstractContextManager]) -> list[tuple[str, str, float, str, float]]:
     """Each choice the default path makes for this machine against its alternative, one changed
     at a time (the VAE, the default path otherwise): (choice, default, img/s, alternative, img/s)."""
-    build, loss_fn = MODELS["vae"]
+    build, loss_fn = model_and_loss("vae")
     lr, rows = TrainConfig.lr, []
     x = bench_images(args, (args.steps + args.warmup) * args.batch_size, device)
     x_eval = bench_images(args, args.eval_images, device, "test")
     formats = {"channels_last": torch.channels_last, "NCHW": torch.contiguous_format}
-    train_default = format_name(memory_format_for(device, precision, training=True))
-    eval_default = format_name(memory_format_for(device, precision, training=False))
+    train_default = format_name(TRAIN_FORMAT)
+    eval_default = format_name(EVAL_FORMAT)
 
     def train_rate(fmt: str, **kw) -> Callable[[], float]:
         model = build().to(device=device, memory_format=formats[fmt])
@@ -380,13 +378,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def rate_only(args: argparse.Namespace) -> tuple[float, float]:
     """One path of the first --models timed in this process, as `in_own_process` runs it: prints
     its training images/s and its evaluation images/s (0 with --eval-images 0). The default path
-    first keeps freed memory in the process as train.py does (common/host_memory.py); the reference
+    first keeps freed memory in the process as train.py does (common/speed.py); the reference
     leaves glibc's malloc as a plain script has it."""
     device = get_device(args.device)
     precision = resolve_precision(args.precision, device)
     if device.type == "cpu" and args.freed_memory == "kept":
         keep_freed_memory()
-    build, loss_fn = MODELS[args.models[0]]
+    build, loss_fn = model_and_loss(args.models[0])
     torch.manual_seed(args.seed)
     lr = TrainConfig.lr
     x = bench_images(args, (args.steps + args.warmup) * max(args.batch_size, REFERENCE_BATCH), device)
@@ -397,14 +395,14 @@ def rate_only(args: argparse.Namespace) -> tuple[float, float]:
         train = args.steps * REFERENCE_BATCH / reference_steps(model, loss_fn, x, args.steps, lr)
         eval_ = timed_eval(model, x_eval, loss_fn, REFERENCE_BATCH, contextlib.nullcontext) if args.eval_images else 0.0
     else:
-        fmt = memory_format_for(device, precision, training=True)
+        fmt = TRAIN_FORMAT
         model = build().to(device=device, memory_format=fmt)
         fast = model if args.compile == "off" else torch.compile(model, mode=args.compile)
         amp = lambda: autocast(device, precision)  # noqa: E731
         x = x.contiguous(memory_format=fmt)
         train = args.steps * args.batch_size / default_steps(fast, loss_fn, x, args.steps, lr, args.batch_size, amp,
                                                              warmup=args.warmup, cuda_graph=args.compile == "off")
-        eval_fmt = memory_format_for(device, precision, training=False)
+        eval_fmt = EVAL_FORMAT
         model.to(memory_format=eval_fmt)
         eval_ = timed_eval(fast, x_eval.contiguous(memory_format=eval_fmt), loss_fn, TrainConfig.eval_batch_size,
                            amp) if args.eval_images else 0.0
@@ -416,8 +414,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement, one table row per model (see the module docstring)."""
     device = get_device(args.device)
     precision = resolve_precision(args.precision, device)
-    train_format = memory_format_for(device, precision, training=True)
-    eval_format = memory_format_for(device, precision, training=False)
+    train_format = TRAIN_FORMAT
+    eval_format = EVAL_FORMAT
     print(f"device: {device} ({describe_machine(device)})")
     peak = matmul_peak(device)
     print(f"measured fp32 matrix-product peak: {peak:,.0f} GFLOP/s")
@@ -430,7 +428,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     rows, flop_notes, round_notes = [], [], []
     for name in args.models:
-        build, loss_fn = MODELS[name]
+        build, loss_fn = model_and_loss(name)
         flops = step_flops(build, loss_fn, REFERENCE_BATCH)
         flop_notes.append(f"{name.upper()} {flops / 1e6:.0f}")
         ref_runs, def_runs, epochs = [], [], []

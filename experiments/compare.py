@@ -39,20 +39,43 @@ from tqdm import tqdm
 
 from common import figures
 from common.checkpoint import load_for_inference
-from common.code_history import find_code_history, first_two_dims
-from common.codes import balanced_labels, decode_codes, encode_codes
-from common.data import DATASETS, NUM_CLASSES, Split, load_split
+from common.data import DATASETS, NUM_CLASSES, Split, data_dir_for, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
-from common.host_memory import keep_freed_memory_on
-from common.metrics import (aggregate_log_density, class_entropy, confidence_stats, frechet_distance_from_moments,
-                            gaussian_moments, iwae_nll, latent_geometry, neg_elbo, posterior_diagnostics,
-                            posterior_parameters, prior_radius, reconstruction_metrics)
+from common.latents import (
+    balanced_labels,
+    decode_codes,
+    encode_codes,
+    find_code_history,
+    first_two_dims,
+    uniform_in_box,
+)
 from common.options import positive_int, seed_int
-from common.samplers import fit_gmm, sample_gmm, uniform_in_box
-from experiments.classifier import (Classification, ClassifierTraining, DigitClassifier, classify,
-                                    load_or_train_classifier)
+from common.speed import keep_freed_memory_on
+from experiments import figures as study_figures
+from experiments.classifier import (
+    Classification,
+    ClassifierTraining,
+    DigitClassifier,
+    classify,
+    load_or_train_classifier,
+)
+from experiments.metrics import (
+    aggregate_log_density,
+    class_entropy,
+    confidence_stats,
+    frechet_distance_from_moments,
+    gaussian_moments,
+    iwae_nll,
+    latent_geometry,
+    neg_elbo,
+    posterior_diagnostics,
+    posterior_parameters,
+    prior_radius,
+    reconstruction_metrics,
+)
+from experiments.samplers import fit_gmm, sample_gmm
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per panel
 REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
@@ -70,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cvae", type=Path, help="a conditional VAE's checkpoint (optional)")
     parser.add_argument("--out-dir", type=Path, default=Path("comparison"),
                         help="where the figures, metrics.json and the classifiers go (default: comparison)")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the VAE's training data)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the VAE's training data folder if it exists here, else data)")
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the VAE's training dataset)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
@@ -225,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         vae, vae_state = load_for_inference(args.vae, device, kind="vae")
         cvae = load_for_inference(args.cvae, device, kind="vae")[0] if args.cvae else None
         train_cfg = vae_state.get("train", {})
-        data_dir = args.data_dir or train_cfg.get("data_dir", "data")
+        data_dir = data_dir_for(args.data_dir, train_cfg)
         dataset = args.dataset or train_cfg.get("dataset", "mnist")
         test = load_split(data_dir, dataset, "test", download=args.download)
         train = load_split(data_dir, dataset, "train", download=args.download)
@@ -304,7 +327,7 @@ def draw_figures(args: argparse.Namespace, samples: dict[str, torch.Tensor], cod
                  labels: torch.Tensor, posteriors: dict[str, tuple[torch.Tensor, torch.Tensor]],
                  ae_state: dict[str, Any], vae_state: dict[str, Any]) -> list[Path]:
     grid = min(GRID, math.isqrt(args.num_samples))
-    written = [figures.plot_ae_vs_vae(
+    written = [study_figures.plot_ae_vs_vae(
         {name: images.numpy() for name, images in samples.items() if not name.startswith("CVAE")},
         first_two_dims(codes["ae"].numpy()), first_two_dims(codes["vae"].numpy()), labels.numpy(),
         args.out_dir / "ae_vs_vae.png", grid=grid)]
@@ -321,11 +344,11 @@ def draw_figures(args: argparse.Namespace, samples: dict[str, torch.Tensor], cod
         points = torch.stack(torch.meshgrid(axis, axis.flip(0), indexing="xy"), -1).reshape(-1, 2)
         density = aggregate_log_density(points, mu, logvar).exp().reshape(len(axis), len(axis)).numpy()
         prior = np.exp(-0.5 * (points.pow(2).sum(1)).numpy()) / (2 * math.pi)
-        written.append(figures.plot_densities(
+        written.append(study_figures.plot_densities(
             [("VAE: aggregate posterior q(z) (test set)", density), ("prior N(0, I)", prior.reshape(density.shape))],
             extent, args.out_dir / "aggregate_posterior.png"))
     if "cvae" in codes:
-        written.append(figures.plot_latent_panels(
+        written.append(study_figures.plot_latent_panels(
             [("VAE: test-set μ", first_two_dims(codes["vae"].numpy())),
              ("conditional VAE: test-set μ", first_two_dims(codes["cvae"].numpy()))],
             labels.numpy(), args.out_dir / "cvae_latent.png"))

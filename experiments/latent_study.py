@@ -28,16 +28,17 @@ import torch
 
 from common import figures
 from common.checkpoint import load_for_inference
-from common.codes import decode_codes
-from common.conv import MAX_LATENT_DIM
 from common.data import BINARIZATIONS, DATASETS, evaluation_split, load_split
 from common.device import DEVICES, get_device
 from common.errors import exit_on_error, signals_deferred
 from common.files import write_json
-from common.host_memory import keep_freed_memory_on
-from common.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
+from common.latents import decode_codes
+from common.loop import TrainConfig
+from common.nets import MAX_LATENT_DIM
 from common.options import NumberRange, epochs_int, positive_float, positive_int, seed_int
-from common.trainer import TrainConfig
+from common.speed import keep_freed_memory_on
+from experiments import figures as study_figures
+from experiments.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
 from experiments.runs import run_in_parallel, train_command, train_flags
 from variational_autoencoder import train as vae_train
 
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         study = {"rows": rows, "settings": settings}
         with signals_deferred():  # SIGINT/SIGTERM wait: the figures and study.json are written together
             dims = [r["latent_dim"] for r in rows]
-            curve_figure = figures.plot_latent_study(
+            curve_figure = study_figures.plot_latent_study(
                 dims, {"test −ELBO": [r["neg_elbo"] for r in rows],
                        f"IWAE −log p(x), k={args.iwae_k}": [r["iwae"]["nll"] for r in rows]},
                 args.out_dir / "latent_study.png", title=f"VAE on {args.dataset}, {args.epochs} epochs per size")

@@ -31,8 +31,8 @@ import scipy.stats
 from common.device import DEVICES
 from common.errors import TrainingError, exit_on_error
 from common.files import write_json
+from common.loop import TrainConfig
 from common.options import epochs_int, positive_int, seed_int
-from common.trainer import TrainConfig
 from experiments.runs import run_in_parallel, train_command, train_flags
 
 PRECISIONS = ("bf16", "fp32")

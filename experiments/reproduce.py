@@ -1,13 +1,16 @@
 """Reproduce the README's main results in one command.
 
-    python -m experiments.reproduce --data-dir ../shared/data
+    python -m experiments.reproduce                  # into ./reproduction/
+    python -m experiments.reproduce --seed 1 --out-dir runs/seed1
 
 Trains the AE, the VAE and the conditional VAE with train.py's defaults (on a CPU all three at
 once, an equal share of the cores each: one thread each on 2 cores), draws every plot.py figure
-for each, runs the comparison, writes the shipped models, and prints how long each stage took. Outputs go to --out-dir (default: results/): ae/,
-vae/, cvae/ (checkpoints, history.json, run.json, latent_codes.npz, figures/), compare/ and
-models/. A model already trained to the requested epochs is skipped, one trained part-way is
-resumed, one trained longer is refused (its schedule differs); --overwrite starts them afresh.
+for each, runs the comparison, writes the shipped models, and prints how long each stage took.
+Outputs go to --out-dir (default: reproduction/, a new folder): ae/, vae/, cvae/ (checkpoints,
+history.json, run.json, latent_codes.npz, figures/), compare/ and models/. The committed results/
+are replaced only when asked: --out-dir results --replace-results. A model already trained to
+the requested epochs with the same seed is skipped, one trained part-way is resumed, one trained
+longer or with another seed is refused; --overwrite starts them afresh.
 """
 
 from __future__ import annotations
@@ -22,21 +25,20 @@ from typing import Any
 import torch
 
 from common.device import DEVICES
-from common.errors import exit_on_error
+from common.errors import ProjectError, exit_on_error
+from common.loop import TrainConfig
 from common.options import epochs_int, positive_int, seed_int
-from common.trainer import TrainConfig
+from common.registry import plot_module, train_module
 from experiments import compare, ship
 from experiments.runs import run_in_parallel, train_command, train_flags
-from variational_autoencoder import plot as vae_plot
-from variational_autoencoder import train as vae_train
-from vanila_autoencoder import plot as ae_plot
-from vanila_autoencoder import train as ae_train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the three models, draw every figure, compare them; timed.")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw/ (default: data)")
-    p.add_argument("--out-dir", type=Path, default=Path("results"), help="(default: results)")
+    p.add_argument("--out-dir", type=Path, default=Path("reproduction"), help="(default: reproduction)")
+    p.add_argument("--replace-results", action="store_true",
+                   help="allow --out-dir to be the committed results/ folder, whose files it then replaces")
     p.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                    help=f"epochs for each model (default: {TrainConfig.epochs}, train.py's default)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
@@ -59,8 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # run name -> (model kind, extra train.py flags): the three models of the README
 RUNS = {"ae": ("ae", []), "vae": ("vae", []), "cvae": ("vae", ["--conditional"])}
-TRAIN_MAIN = {"ae": ae_train.main, "vae": vae_train.main}
-PLOT_MAIN = {"ae": ae_plot.main, "vae": vae_plot.main}
+COMMITTED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -81,9 +82,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     checkpoint = {name: args.out_dir / name / "checkpoints" / "last.pt" for name in runs}
     t_start = time.perf_counter()
     with exit_on_error():
+        if args.out_dir.resolve() == COMMITTED_RESULTS and not args.replace_results:
+            raise ProjectError(f"{args.out_dir} holds the committed results; pass --replace-results to replace them, "
+                               f"or choose another --out-dir")
         jobs: dict[str, list[str]] = {}
         for name, (kind, extra) in runs.items():
-            flags = train_flags(checkpoint[name], args.epochs, kind, args.overwrite)
+            flags = train_flags(checkpoint[name], args.epochs, kind, args.overwrite,
+                                expected={"seed": args.seed, "conditional": name == "cvae"} if kind == "vae"
+                                else {"seed": args.seed})
             if flags is None:
                 print(f"\n=== train {name}: {checkpoint[name]} already has {args.epochs} epochs, skipped")
             else:
@@ -101,9 +107,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 [(name, train_command(RUNS[name][0], flags)) for name, flags in jobs.items()], len(RUNS)))
         else:
             for name, flags in jobs.items():
-                stage(f"train {name}", lambda: TRAIN_MAIN[RUNS[name][0]](flags))
+                stage(f"train {name}", lambda: train_module(RUNS[name][0]).main(flags))
         for name, (kind, _) in runs.items():
-            stage(f"plot {name}", lambda: PLOT_MAIN[kind](["--out-dir", str(args.out_dir / name), *common_flags]))
+            stage(f"plot {name}", lambda: plot_module(kind).main(["--out-dir", str(args.out_dir / name), *common_flags]))
         stage("compare", lambda: compare.main([
             "--ae", str(checkpoint["ae"]), "--vae", str(checkpoint["vae"]),
             *(["--cvae", str(checkpoint["cvae"])] if "cvae" in checkpoint else []),

@@ -18,15 +18,16 @@ from pathlib import Path
 
 from common.checkpoint import check_resumable, load_checkpoint
 from common.errors import Signalled, TrainingError
+from common.registry import MODELS
 
-MODEL_PACKAGES = {"ae": "vanila_autoencoder", "vae": "variational_autoencoder"}
 
-
-def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> list[str] | None:
+def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False,
+                expected: dict[str, object] | None = None) -> list[str] | None:
     """The train.py flags that bring the run saved at `ckpt` to exactly `epochs` epochs: [] to
     start it, ["--resume"] to finish it, ["--overwrite"] to start afresh, or None when it is done.
     A run with more epochs is refused: its learning-rate schedule differs, so its numbers would
-    not be comparable with the others'."""
+    not be comparable with the others'. So is one whose saved settings (model config or training
+    settings, e.g. {"seed": 1, "conditional": True}) differ from `expected`: it is another run."""
     if overwrite:
         return ["--overwrite"]
     if not ckpt.exists():
@@ -34,6 +35,11 @@ def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> 
     state = load_checkpoint(ckpt, kind=kind)
     if "epoch" not in state:
         check_resumable(ckpt, state)  # weights only: says so
+    saved = {**state.get("config", {}), **state.get("train", {})}
+    for name, value in (expected or {}).items():
+        if saved.get(name) != value:
+            raise TrainingError(f"{ckpt} was trained with {name} {saved.get(name)!r}, not {value!r}: pass "
+                                f"--overwrite to retrain it, or another --out-dir")
     done = state["epoch"]
     if done > epochs:
         raise TrainingError(f"{ckpt} has {done} epochs, more than --epochs {epochs}: the runs would not be "
@@ -42,7 +48,7 @@ def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False) -> 
 
 
 def train_command(kind: str, flags: list[str]) -> list[str]:
-    return [sys.executable, "-m", f"{MODEL_PACKAGES[kind]}.train", *flags]
+    return [sys.executable, "-m", f"{MODELS[kind].package}.train", *flags]
 
 
 class Runs:

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.code_history import FILE_NAME, as_arrays, read_code_history
 from common.errors import ProjectError, exit_on_error
+from common.latents import FILE_NAME, read_code_history
 
 MAX_BYTES = 1_000_000  # what a shipped model may weigh
 SHIPPED_KEYS = ("kind", "config", "model", "epoch", "history", "train", "argv")
@@ -29,7 +29,9 @@ def ship(run_dir: Path, out_path: Path) -> Path:
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     shipped = {key: state[key] for key in SHIPPED_KEYS if key in state}
     if (run_dir / FILE_NAME).is_file():
-        codes = as_arrays(read_code_history(run_dir / FILE_NAME))
+        history = read_code_history(run_dir / FILE_NAME)
+        codes = {"epochs": history.epochs, "codes": history.codes, "labels": history.labels,
+                 "indices": history.indices}
         # the codes exactly (figures drawn from the file equal the run's); labels and indices fit int16
         with_codes = {**shipped, "latent_codes": {"epochs": torch.from_numpy(codes["epochs"]),
                                                   "codes": torch.from_numpy(codes["codes"]),

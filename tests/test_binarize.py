@@ -8,7 +8,7 @@ import torch
 
 from common.data import binarization_generator, binarize_test_set, binarized, evaluation_split, load_split
 from common.errors import DataError
-from common.metrics import iwae_nll
+from experiments.metrics import iwae_nll
 from variational_autoencoder import train as vae_train
 from variational_autoencoder.model import VAE, VAEConfig
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from common.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from variational_autoencoder.model import VAE, VAEConfig
 from vanila_autoencoder.model import AEConfig, Autoencoder
+from variational_autoencoder.model import VAE, VAEConfig
 
 
 def _save(model, path, kind):
@@ -92,7 +92,7 @@ SMALL = AEConfig(filters=(4, 4, 4, 4))
 
 def _state(**changes):
     """A small AE checkpoint as train.py writes it, with `changes` applied."""
-    from common.trainer import TrainConfig
+    from common.loop import TrainConfig
 
     torch.manual_seed(0)
     state = {"kind": "ae", "config": dataclasses.asdict(SMALL), "model": Autoencoder(SMALL).state_dict(),

@@ -9,8 +9,16 @@ import torch
 from common.checkpoint import save_checkpoint
 from common.data import load_split
 from common.errors import CheckpointError
-from experiments.classifier import (ClassifierConfig, ClassifierTraining, DigitClassifier, classify, load_classifier,
-                                    load_or_train_classifier, random_blur, train_classifier)
+from experiments.classifier import (
+    ClassifierConfig,
+    ClassifierTraining,
+    DigitClassifier,
+    classify,
+    load_classifier,
+    load_or_train_classifier,
+    random_blur,
+    train_classifier,
+)
 
 
 def test_classifier_shapes():

@@ -1,11 +1,11 @@
-"""common/code_history.py: the codes of a fixed test subset after every epoch, and the GIF made from them."""
+"""common/latents.py: the codes of a fixed test subset after every epoch, and the GIF made from them."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from common import code_history
+from common import latents as code_history
 from common.errors import ProjectError
 from variational_autoencoder import plot as vae_plot
 from variational_autoencoder import train as vae_train

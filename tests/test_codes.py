@@ -2,7 +2,8 @@
 
 import torch
 
-from common.codes import decode_codes, for_inference
+from common.checkpoint import for_inference
+from common.latents import decode_codes
 from variational_autoencoder.model import VAE, VAEConfig
 
 

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from experiments import compare
-from variational_autoencoder import train as vae_train
 from vanila_autoencoder import train as ae_train
+from variational_autoencoder import train as vae_train
 
 FAST = ["--batch-size", "32", "--epochs", "1", "--device", "cpu", "--no-download"]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.conv import ConvNetConfig
+from common.nets import ConvNetConfig
 from vanila_autoencoder.model import AEConfig
 
 

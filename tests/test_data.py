@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-
-from common.data import DataError, iterate_batches, load_dataset, load_split, read_idx
 from conftest import write_idx, write_mnist
+
+from common.data import DataError, iterate_batches, load_split, read_idx
 
 
 def test_read_idx_round_trip(tmp_path):
@@ -54,7 +54,7 @@ def test_load_split_scales_once_to_unit_interval(tiny_mnist):
     assert train.images.shape == (96, 1, 28, 28) and train.images.dtype == torch.float32
     assert torch.allclose(train.images[:, 0], torch.from_numpy(raw.astype(np.float32)) / 255)
     assert train.labels.dtype == torch.int64 and train.labels.shape == (96,)
-    _, test = load_dataset(tiny_mnist, download=False)
+    test = load_split(tiny_mnist, "mnist", "test", download=False)
     assert len(test) == 40
 
 
@@ -225,3 +225,12 @@ def test_corrupt_gzip_and_odd_headers_are_one_line(tmp_path):
         read_idx(odd)
     with pytest.raises(DataError, match=r"holds uint8 data of shape \(2,\); expected uint8 of shape \('any', 28, 28\)"):
         read_idx(write_idx(tmp_path / "l", np.zeros(2, np.uint8)), np.uint8, (None, 28, 28))
+
+
+def test_a_checkpoint_reader_finds_the_data_given_trained_with_or_downloads_to_data(tmp_path):
+    from common.data import data_dir_for
+
+    assert data_dir_for("mine", {"data_dir": str(tmp_path)}) == "mine"  # --data-dir wins
+    assert data_dir_for(None, {"data_dir": str(tmp_path)}) == str(tmp_path)  # the training folder, still here
+    assert data_dir_for(None, {"data_dir": str(tmp_path / "gone")}) == "data"  # trained elsewhere: ./data
+    assert data_dir_for(None, {}) == "data" and data_dir_for(None, None) == "data"

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.checkpoint import check_resumable, load_checkpoint, load_model
 from common.data import load_split, read_idx
 from common.errors import ProjectError
-from common.trainer import TrainConfig
-from conftest import make_images
+from common.loop import TrainConfig
 from vanila_autoencoder.model import AEConfig, Autoencoder
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_mnist
+from test_trainer import ENV, FAST, SCRIPTS, SMALL, TIMEOUT, last_line, snapshot, wait_for
 
 from common.errors import exit_on_error
 from common.options import MAX_EPOCHS
-from conftest import write_mnist
 from experiments.runs import run_in_parallel
-from test_trainer import ENV, FAST, SCRIPTS, SMALL, TIMEOUT, last_line, snapshot, wait_for
-from variational_autoencoder import train as vae_train
 from vanila_autoencoder import plot as ae_plot
 from vanila_autoencoder import train as ae_train
+from variational_autoencoder import train as vae_train
 
 ROOT = Path(__file__).resolve().parent.parent
 

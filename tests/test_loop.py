@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 
+from common.cuda_graph import CudaGraphStep
 from common.data import iterate_batches
 from common.errors import TrainingError
-from common.loop import CudaGraphStep, lr_at, make_optimizer, make_step, train_one_epoch
-from variational_autoencoder import train as vae_train
-from variational_autoencoder.model import VAE, VAEConfig
+from common.loop import lr_at, make_optimizer, make_step, train_one_epoch
 from vanila_autoencoder import train as ae_train
 from vanila_autoencoder.model import AEConfig, Autoencoder
+from variational_autoencoder import train as vae_train
+from variational_autoencoder.model import VAE, VAEConfig
 
 
 def test_cosine_schedule_by_hand():

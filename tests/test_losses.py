@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from common.losses import bernoulli_nll, gaussian_kl, mean_squared_error
-from variational_autoencoder.model import reparameterize, vae_loss
 from vanila_autoencoder.model import ae_loss
+from variational_autoencoder.model import bernoulli_nll, gaussian_kl, mean_squared_error, reparameterize, vae_loss
 
 
 def test_kl_is_zero_at_the_prior():

@@ -7,10 +7,24 @@ import pytest
 import torch
 from torch import nn
 
-from common.metrics import (active_units, aggregate_kl, aggregate_log_density, class_entropy, confidence_stats,
-                            decoder_log_likelihood, frechet_distance, frechet_distance_from_moments, histogram_entropy,
-                            importance_weighted_bound, iwae_nll, kl_per_dimension, latent_geometry, neg_elbo,
-                            prior_radius, reconstruction_metrics)
+from experiments.metrics import (
+    active_units,
+    aggregate_kl,
+    aggregate_log_density,
+    class_entropy,
+    confidence_stats,
+    decoder_log_likelihood,
+    frechet_distance,
+    frechet_distance_from_moments,
+    histogram_entropy,
+    importance_weighted_bound,
+    iwae_nll,
+    kl_per_dimension,
+    latent_geometry,
+    neg_elbo,
+    prior_radius,
+    reconstruction_metrics,
+)
 from variational_autoencoder.model import VAE, VAEConfig
 
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from variational_autoencoder.model import VAE, VAEConfig
 from vanila_autoencoder.model import AEConfig, Autoencoder
+from variational_autoencoder.model import VAE, VAEConfig
 
 
 @pytest.mark.parametrize("latent_dim", [1, 2, 5, 20])

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from common.data import epoch_generator
+from common.loop import TrainConfig
 from common.options import MAX_EPOCHS, MAX_SEED, NumberRange, int_tuple, positive_float, positive_int, seed_int
-from common.trainer import TrainConfig, build_parser
+from common.run import build_parser
 from variational_autoencoder.model import VAEConfig
 
 

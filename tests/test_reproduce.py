@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 from PIL import Image
 
@@ -51,3 +52,23 @@ def test_reproduce_without_the_cvae_trains_the_same_two_models(tmp_path, tiny_mn
     assert set(json.loads((out / "compare" / "metrics.json").read_text())["models"]) == {"ae", "vae", "cvae"}
     again = torch.load(out / "ae" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(again[k], v) for k, v in ae_weights.items())
+
+
+def test_reproduce_writes_a_new_folder_and_never_the_committed_results_unasked(tmp_path, monkeypatch, capsys):
+    assert reproduce.parse_args([]).out_dir.name == "reproduction"
+    committed = reproduce.COMMITTED_RESULTS
+    before = sorted((p.relative_to(committed), p.stat().st_mtime_ns) for p in committed.rglob("*"))
+    with pytest.raises(SystemExit) as refused:
+        reproduce.main(["--out-dir", str(committed), "--data-dir", str(tmp_path), "--no-download"])
+    assert str(refused.value.code).startswith("error: ") and "--replace-results" in str(refused.value.code)
+    assert sorted((p.relative_to(committed), p.stat().st_mtime_ns) for p in committed.rglob("*")) == before
+
+
+def test_a_second_seed_into_the_same_folder_is_refused(tmp_path, tiny_mnist):
+    out = tmp_path / "run"
+    argv = ["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--epochs", "1", "--device", "cpu",
+            "--iwae-k", "2", "--iwae-images", "4", "--no-download", "--no-cvae", "--no-parallel"]
+    reproduce.main(argv)
+    with pytest.raises(SystemExit) as refused:
+        reproduce.main([*argv, "--seed", "1"])
+    assert "was trained with seed 0, not 1" in str(refused.value.code)

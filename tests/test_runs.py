@@ -23,3 +23,16 @@ def test_train_flags_start_finish_skip_or_refuse_a_run(tmp_path):
         train_flags(ckpt, 1, "vae")
     with pytest.raises(CheckpointError, match="not an autoencoder"):
         train_flags(ckpt, 2, "ae")
+
+
+def test_a_run_with_other_settings_is_refused_not_reused(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    config = VAEConfig(filters=(4, 4, 4, 4))
+    save_checkpoint(ckpt, {"kind": "vae", "config": dataclasses.asdict(config), "model": VAE(config).state_dict(),
+                           "epoch": 2, "train": {"seed": 0}})
+    assert train_flags(ckpt, 2, "vae", expected={"seed": 0, "conditional": False}) is None
+    with pytest.raises(TrainingError, match="was trained with seed 0, not 1: pass --overwrite"):
+        train_flags(ckpt, 2, "vae", expected={"seed": 1})
+    with pytest.raises(TrainingError, match="was trained with conditional False, not True"):
+        train_flags(ckpt, 2, "vae", expected={"conditional": True})
+    assert train_flags(ckpt, 2, "vae", overwrite=True, expected={"seed": 1}) == ["--overwrite"]

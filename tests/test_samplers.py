@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from common.samplers import fit_gmm, sample_gmm, uniform_in_box
+from common.latents import uniform_in_box
+from experiments.samplers import fit_gmm, sample_gmm
 
 
 def test_gmm_recovers_a_known_mixture():

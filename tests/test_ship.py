@@ -10,10 +10,10 @@ from PIL import Image
 
 from common.checkpoint import load_model
 from experiments import ship
+from vanila_autoencoder.model import Autoencoder
 from variational_autoencoder import plot as vae_plot
 from variational_autoencoder import train as vae_train
 from variational_autoencoder.model import VAE
-from vanila_autoencoder.model import Autoencoder
 
 SHIPPED = Path(__file__).resolve().parent.parent / "results" / "models"
 CLASSES = {"ae": Autoencoder, "vae": VAE, "cvae": VAE}

@@ -13,8 +13,14 @@ pytest.importorskip("tensorboard")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from common.tensorboard_log import (INSTALL_HINT, TensorBoardUnavailable, log_embedding, log_image_grid,  # noqa: E402
-                                    log_terms, open_writer)
+from common.tensorboard_log import (  # noqa: E402
+    INSTALL_HINT,
+    TensorBoardUnavailable,
+    log_embedding,
+    log_image_grid,
+    log_terms,
+    open_writer,
+)
 
 
 def read_events(log_dir: Path) -> EventAccumulator:

@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from common.checkpoint import load_model
-from variational_autoencoder import plot as vae_plot
-from variational_autoencoder import train as vae_train
 from vanila_autoencoder import plot as ae_plot
 from vanila_autoencoder import train as ae_train
+from variational_autoencoder import plot as vae_plot
+from variational_autoencoder import train as vae_train
 
 FIGURES = ["reconstructions.png", "latent_space.png", "loss_curves.png", "samples.png", "manifold.png",
            "interpolation.png"]

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_idx, write_mnist
 
-from common import trainer
+from common import run as trainer
 from common.checkpoint import save_checkpoint
 from common.data import DataError, load_split
 from common.options import MAX_EPOCHS
-from conftest import write_idx, write_mnist
-from variational_autoencoder import train as vae_train
 from vanila_autoencoder import train as ae_train
+from variational_autoencoder import train as vae_train
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {

@@ -12,9 +12,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from common.conv import ConvDecoder, ConvEncoder, ConvNetConfig
-from common.losses import RECON_LOSSES, bernoulli_nll, reconstruction_loss
+from common.nets import ConvDecoder, ConvEncoder, ConvNetConfig
 from common.options import option
+
+# the same reconstruction term as the VAE's, so both models' reconstructions are in the same nats
+from variational_autoencoder.model import RECON_LOSSES, bernoulli_nll, reconstruction_loss
 
 
 @dataclass

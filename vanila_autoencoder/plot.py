@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.samplers import uniform_in_box
-from common.plotter import PlotSpec, code_range_axes, plot_main
+from common.latents import uniform_in_box
+from common.model_figures import PlotSpec, code_range_axes, plot_main
 
 HERE = Path(__file__).resolve().parent
 SPEC = PlotSpec(

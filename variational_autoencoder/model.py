@@ -6,10 +6,18 @@ the origin and decoding z ~ N(0, I) gives well-formed digits (see README).
 With `conditional=True` it is a conditional VAE: q(z|x, y) and p(x|z, y), the one-hot digit label y
 joined to the encoder's features and to z. The latent space then no longer needs to encode the
 class, only the "style"; `decode(z, y)` writes any digit in the style z.
+
+The VAE's mathematics is defined here once and reused by training, the metrics and the IWAE
+(experiments/metrics.py): the pixel likelihood log p(x|z), the prior log p(z), the
+reparameterisation, the Gaussian KL and the -ELBO. All of it is in nats, reduced in float32 even
+under bfloat16 autocast (a sum over 784 pixels in bf16 loses about two significant digits).
+To give the decoder another likelihood (say a Gaussian), change `log_likelihood` (and
+`reconstruction_loss`'s "bce" name with it): every number downstream follows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -17,9 +25,81 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.conv import ConvDecoder, ConvEncoder, ConvNetConfig
-from common.losses import RECON_LOSSES, elbo_terms, reconstruction_loss, reparameterize
+from common.nets import ConvDecoder, ConvEncoder, ConvNetConfig
 from common.options import non_negative_float, option, positive_float
+
+RECON_LOSSES = ("bce", "mse")
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------------------------
+# the probability model: p(x|z), p(z), q(z|x)
+
+
+def log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | z) under independent Bernoulli pixels with these logits: (N, ...) -> (N,) nats.
+    BCE with logits, summed over pixels; the targets may be grey levels in [0, 1]."""
+    return -F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none").flatten(1).sum(1)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x | z) in nats per image, averaged over the batch."""
+    return -log_likelihood(logits, x).mean()
+
+
+def mean_squared_error(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean of (sigmoid(logits) - x)^2 over pixels and images (Keras' "mse", the original recipe)."""
+    return F.mse_loss(torch.sigmoid(logits.float()), x.float())
+
+
+def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The reconstruction term a model minimises: "bce" = -log p(x|z) per image, "mse" = the original's.
+    (The AE uses it too, so both models' reconstructions are measured on one scale.)"""
+    if kind == "bce":
+        return bernoulli_nll(logits, x)
+    if kind == "mse":
+        return mean_squared_error(logits, x)
+    raise ValueError(f"unknown reconstruction loss {kind!r}; choose from {', '.join(RECON_LOSSES)}")
+
+
+def log_prior(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I), summed over the last dimension: (..., d) -> (...)."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def log_posterior(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z|x) = log N(z; mu, diag(exp(logvar))), summed over the last dimension: (..., d) -> (...)."""
+    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): the noise is an input, so gradients reach mu and
+    logvar. `generator` gives reproducible noise (evaluation); None uses the global stream."""
+    # randn_like when there is no generator: the same numbers, and torch.compile can trace it with a
+    # symbolic batch size (torch.randn(mu.shape) cannot)
+    eps = torch.randn_like(mu) if generator is None else torch.randn(
+        mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def kl_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) of each latent dimension of each image, in closed
+    form: 0.5 * (mu^2 + sigma^2 - 1 - log sigma^2); (N, d), in the inputs' dtype."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) in nats per image, averaged over the batch."""
+    return kl_terms(mu.float(), logvar.float()).sum(1).mean()
+
+
+def elbo_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+    """-ELBO = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), nats per image, estimated with the z that
+    produced `logits`: {"neg_elbo", "bce", "kl"}."""
+    bce = bernoulli_nll(logits, x)
+    kl = gaussian_kl(mu, logvar)
+    return {"neg_elbo": bce + kl, "bce": bce, "kl": kl}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.plotter import PlotSpec, normal_quantile_axes, plot_main
+from common.model_figures import PlotSpec, normal_quantile_axes, plot_main
 
 HERE = Path(__file__).resolve().parent
 SPEC = PlotSpec(

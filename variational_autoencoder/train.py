@@ -1,7 +1,7 @@
 """Train the convolutional variational autoencoder on MNIST.
 
-    python variational_autoencoder/train.py --data-dir ../shared/data
-    python variational_autoencoder/plot.py --data-dir ../shared/data
+    python variational_autoencoder/train.py
+    python variational_autoencoder/plot.py
 
 Writes <out-dir>/checkpoints/last.pt every epoch, <out-dir>/history.json and <out-dir>/run.json;
 --out-dir defaults to this folder. The original Keras objective: --loss mse --recon-weight 1000.
@@ -11,16 +11,16 @@ A conditional VAE (encoder and decoder see the digit label): --conditional.
 from __future__ import annotations
 
 import argparse
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.data import load_training_data, training_batches
 from common.errors import exit_on_error
-from common.host_memory import skip_exit_collection
-from common.loop import Batch
-from common.trainer import build_parser, run_training
+from common.loop import Batch, evaluate, make_optimizer, make_step, train_one_epoch
+from common.run import Run, build_parser
 from variational_autoencoder.model import VAE, VAEConfig, vae_loss
 
 HERE = Path(__file__).resolve().parent
@@ -40,11 +40,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    with exit_on_error():
-        return run_training(kind="vae", model_cls=VAE, config_cls=VAEConfig, loss_fn=loss_fn, args=args,
-                            default_out_dir=HERE, argv=sys.argv[1:] if argv is None else list(argv))
+    with exit_on_error(), Run("vae", VAEConfig, args, HERE, argv) as run:
+        tc = run.train  # batch size, lr, epochs, seed, ... (common/loop.py: TrainConfig)
+        train_data, test_data = load_training_data(tc, run.device)  # every image on the device, once
+        torch.manual_seed(tc.seed)
+        model = VAE(run.config).to(run.device, memory_format=tc.memory_format)
+        optimizer = make_optimizer(model, tc.lr)
+        run.restore(model, optimizer)  # --resume: the weights, Adam's state and the RNG state
+        net = model if tc.compile == "off" else torch.compile(model, mode=tc.compile)
+        step = make_step(net, optimizer, loss_fn, run.amp, cuda_graph=tc.cuda_graph and tc.compile == "off")
+        for epoch in run.epochs(train_data, test_data, step):
+            t0 = time.perf_counter()
+            train_terms = train_one_epoch(net, training_batches(train_data, tc, epoch), optimizer, loss_fn,
+                                          train_step=step, lr_for_step=run.lr_for_step, epoch=epoch,
+                                          log_every=tc.log_every, on_log=run.on_log, check_stop=run.check_stop)
+            seconds = time.perf_counter() - t0
+            test_terms = evaluate(net, test_data, loss_fn, tc.eval_batch_size, amp=run.amp, seed=tc.seed)
+            run.save(model, optimizer, train_terms, test_terms, seconds)  # checkpoint, history, codes
+    return run.result
 
 
 if __name__ == "__main__":
     main()
-    skip_exit_collection()  # about 0.6 s less to exit (common/host_memory.py)

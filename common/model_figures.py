@@ -1,6 +1,7 @@
-"""What every plot.py does: load a checkpoint and the test set, compute each figure's arrays, draw.
+"""Every figure of one trained model, which is what each plot.py runs: load a checkpoint and the
+test set, compute each figure's arrays, draw them.
 
-`make_figures` runs the model (through common/codes.py) and hands arrays to common/figures.py,
+`make_figures` runs the model (through common/latents.py) and hands arrays to common/figures.py,
 which draws them. Model-specific choices (which loss terms, prior circles, how to draw random
 codes, what the code is called) come in through `PlotSpec`, so this file never asks which model
 it has and the plot.py files differ only in their spec.
@@ -14,18 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from common import figures
 from common.checkpoint import load_for_inference
-from common.code_history import CodeHistory, find_code_history, first_two_dims
-from common.codes import balanced_labels, decode_codes, encode_codes, grid_codes, interpolate, reconstruct
-from common.data import DATASETS, NUM_CLASSES, load_split
+from common.data import DATASETS, NUM_CLASSES, data_dir_for, load_split
 from common.device import DEVICES, get_device
 from common.errors import Signalled, exit_on_error
 from common.files import check_writable, publish, staging_folder
+from common.latents import (
+    CodeHistory,
+    balanced_labels,
+    decode_codes,
+    encode_codes,
+    find_code_history,
+    first_two_dims,
+    grid_codes,
+    interpolate,
+    reconstruct,
+)
 from common.lock import output_lock
 from common.options import NumberRange, seed_int
+from common.registry import GenerativeModel
 
 GRID = 10  # samples.png is GRID x GRID
 MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
@@ -64,7 +74,7 @@ def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> Non
     parser.add_argument("--out-dir", type=Path, default=default_out_dir,
                         help=f"figures go to <out-dir>/figures/ (default: {default_out_dir})")
     parser.add_argument("--checkpoint", type=Path, help="(default: <out-dir>/checkpoints/last.pt)")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the one used for training)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the one used for training if it exists here, else data)")
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the one used for training)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
@@ -75,7 +85,7 @@ def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> Non
                         help=f"picks digits and random codes, {seed_int.span()} (default: 0)")
 
 
-def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
+def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
                  out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0,
                  codes_per_epoch: CodeHistory | None = None) -> list[Path]:
     """Every figure of one model into out_dir; returns the paths written. With `codes_per_epoch`
@@ -142,7 +152,7 @@ def make_figures(model: nn.Module, history: list[dict[str, float]], test_x: torc
     return written
 
 
-def conditional_grid(model: nn.Module, path: Path, name: str, seed: int = 0, columns: int = GRID) -> Path:
+def conditional_grid(model: GenerativeModel, path: Path, name: str, seed: int = 0, columns: int = GRID) -> Path:
     """One row per digit 0..9, one column per shared z ~ N(0, I): each column is one "style"
     written as every digit."""
     z = torch.randn(columns, model.latent_dim, generator=torch.Generator().manual_seed(seed + 1))
@@ -167,7 +177,7 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
             ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
             model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
             train_cfg = state.get("train", {})
-            data_dir = args.data_dir or train_cfg.get("data_dir", "data")
+            data_dir = data_dir_for(args.data_dir, train_cfg)
             dataset = args.dataset or train_cfg.get("dataset", "mnist")
             check_writable(figures_dir)  # before the slow part
             test = load_split(data_dir, dataset, "test", download=args.download)

@@ -1,4 +1,4 @@
-"""The convolutional encoder trunk and the mirrored decoder that both models share.
+"""The networks both models share: the convolutional encoder trunk and the mirrored decoder.
 
 Default architecture (the original Keras project): four 3x3 convolutions with 32, 64, 64, 64
 filters and strides 1, 2, 2, 1, "same" padding, each Conv -> ReLU -> BatchNorm, flattened into a

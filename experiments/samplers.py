@@ -1,19 +1,11 @@
-"""Ways to draw latent codes to decode, besides the prior N(0, I).
-
-Uniform over the codes' box, or a Gaussian mixture fitted to them after training (the AE's fair
-chance, Ghosh et al. 2020)."""
+"""A Gaussian mixture fitted to a model's codes after training, and samples from it: the AE's fair
+chance at generating (Ghosh et al. 2020); the uniform box draw is common.latents.uniform_in_box."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
-
-
-def uniform_in_box(codes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n codes uniform over the bounding box of `codes` (N, d): the fairest blind draw for an AE."""
-    lo, hi = codes.min(0).values, codes.max(0).values
-    return lo + (hi - lo) * torch.rand(n, codes.shape[1], generator=generator)
 
 
 def fit_gmm(codes: torch.Tensor | np.ndarray, components: int = 10, seed: int = 0) -> GaussianMixture:

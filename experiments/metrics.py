@@ -29,9 +29,16 @@ from torch import nn
 from tqdm import tqdm
 
 from common.data import iterate_batches, with_optional_labels
-from common.losses import bernoulli_log_likelihood, elbo_terms, mean_squared_error, reparameterize
-
-LOG_2PI = math.log(2 * math.pi)
+from variational_autoencoder.model import (
+    LOG_2PI,
+    elbo_terms,
+    kl_terms,
+    log_likelihood,
+    log_posterior,
+    log_prior,
+    mean_squared_error,
+    reparameterize,
+)
 
 # (x, z) -> log p(x | z), one value per row: x (M, ...), z (M, latent_dim) -> (M,)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -150,14 +157,14 @@ def reconstruction_metrics(model: nn.Module, x: torch.Tensor, batch_size: int = 
         batch = batch.to(device)
         y = None if y is None else y.to(device)
         logits = model.decode_logits(model.code(batch, y), y).float()
-        bce -= bernoulli_log_likelihood(logits, batch).sum().item()
+        bce -= log_likelihood(logits, batch).sum().item()
         mse += mean_squared_error(logits, batch).item() * batch.numel()
     return {"bce": bce / len(x), "mse": mse / x.numel()}
 
 
 def decoder_log_likelihood(decode_logits: Callable[[torch.Tensor], torch.Tensor]) -> LogLikelihood:
     """log p(x | z) for independent Bernoulli pixels with logits decode_logits(z), per image."""
-    return lambda x, z: bernoulli_log_likelihood(decode_logits(z), x)
+    return lambda x, z: log_likelihood(decode_logits(z), x)
 
 
 @torch.inference_mode()
@@ -212,20 +219,16 @@ def importance_weighted_bound(
     per_pass = min(samples_per_pass or num_samples, num_samples)
     mu, logvar = mu.double(), logvar.double()
     n, d = mu.shape
-    std = torch.exp(0.5 * logvar)
     log_sum = torch.full((n,), -math.inf, dtype=torch.float64, device=mu.device)
     log_w_sum = torch.zeros(n, dtype=torch.float64, device=mu.device)
     kept: list[torch.Tensor] = []  # every pass's log-weights, only when smaller_k asks for them
     done = 0
     while done < num_samples:
         s = min(per_pass, num_samples - done)
-        eps = torch.randn((s, n, d), generator=generator, device=mu.device, dtype=torch.float64)
-        z = mu + std * eps  # (s, N, d)
-        log_q = -0.5 * (eps.pow(2) + logvar + LOG_2PI).sum(-1)  # (s, N)
-        log_prior = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+        z = reparameterize(mu.expand(s, n, d), logvar.expand(s, n, d), generator)  # (s, N, d)
         x_rep = x.unsqueeze(0).expand(s, *x.shape).reshape(s * n, *x.shape[1:])
         log_lik = log_likelihood(x_rep, z.reshape(s * n, d).to(x.dtype)).double().view(s, n)
-        log_w = log_lik + log_prior - log_q
+        log_w = log_lik + log_prior(z) - log_posterior(z, mu, logvar)  # (s, N)
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
         log_w_sum += log_w.sum(0)
         if smaller_k:
@@ -318,7 +321,7 @@ def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> np.ndarray:
     """KL(q(z_i|x) || N(0, 1)) of each latent dimension i, averaged over the images: (d,) nats.
     Summed over i it is the KL term of the -ELBO."""
     mu, logvar = mu.double(), logvar.double()
-    return (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(0).cpu().numpy()
+    return kl_terms(mu.double(), logvar.double()).mean(0).cpu().numpy()
 
 
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> dict[str, Any]:
@@ -360,10 +363,8 @@ def aggregate_kl(mu: torch.Tensor, logvar: torch.Tensor, num_samples: int = 10_0
     gen = torch.Generator().manual_seed(seed)
     mu, logvar = mu.double().cpu(), logvar.double().cpu()
     pick = torch.randint(len(mu), (num_samples,), generator=gen)
-    z = mu[pick] + torch.exp(0.5 * logvar[pick]) * torch.randn(num_samples, mu.shape[1], generator=gen,
-                                                              dtype=torch.float64)
-    log_p = -0.5 * (z.pow(2) + LOG_2PI).sum(1)
-    terms = aggregate_log_density(z, mu, logvar) - log_p
+    z = reparameterize(mu[pick], logvar[pick], gen)
+    terms = aggregate_log_density(z, mu, logvar) - log_prior(z)
     return {"kl": float(terms.mean()), "se": float(terms.std() / math.sqrt(num_samples)), "samples": num_samples}
 
 

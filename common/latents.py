@@ -1,0 +1,182 @@
+"""Latent codes: images to codes and codes to images in batches, grids and lines through latent
+space, and the codes of a fixed test subset kept after every epoch (latent_codes.npz).
+
+Works for every model through the shared interface (common/registry.py): `code(x)` gives each
+image's point code (z for the AE, the posterior mean mu for the VAE); `decode(z)` gives pixel
+intensities. The per-epoch codes show how the latent space forms during training
+(latent_evolution.gif, TensorBoard's projector); the subset is the same for every run
+(SUBSET_SIZE images drawn with SUBSET_SEED), so two runs' files can be shown side by side. The
+file holds plain arrays (np.savez, read with allow_pickle=False): epochs (E,), codes (E, n, d)
+float32, labels (n,), indices (n,).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.data import with_optional_labels
+from common.errors import CheckpointError, ProjectError
+from common.files import atomic_write
+from common.registry import GenerativeModel
+
+SUBSET_SIZE = 2000  # test images whose codes are kept (enough for a dense scatter, 16 kB a 2-d epoch)
+SUBSET_SEED = 0
+FILE_NAME = "latent_codes.npz"
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """`t` if every value is finite. Weights are checked for NaN when a checkpoint is loaded, but
+    finite weights can still be so large that the activations overflow: then every figure or
+    metric drawn from them would be blank or NaN (and a Fréchet distance fails outright)."""
+    if not bool(torch.isfinite(t).all()):
+        raise CheckpointError(f"the model's {what} are NaN or infinite: its weights overflow float32, so the "
+                              f"checkpoint is unusable")
+    return t
+
+
+@torch.inference_mode()
+def encode_codes(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000, *,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, latent_dim) point codes, on the CPU, in float32. `labels` (N,)
+    reach the model (a conditional one uses them, others ignore them)."""
+    device = model_device(model)
+    model.eval()
+    return _finite(torch.cat([model.code(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                              for xb, yb in with_optional_labels(x, labels, batch_size)]), "codes")
+
+
+@torch.inference_mode()
+def decode_codes(model: GenerativeModel, z: torch.Tensor, batch_size: int = 1000, *,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], on the CPU, in float32; `labels`
+    (N,): the digits a conditional model should write (others ignore them)."""
+    device = model_device(model)
+    model.eval()
+    return _finite(torch.cat([model.decode(zb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                              for zb, yb in with_optional_labels(z, labels, batch_size)]), "decoded images")
+
+
+def reconstruct(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000, *,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode each image's point code (the VAE decodes its mean, no sampling)."""
+    return decode_codes(model, encode_codes(model, x, batch_size, labels=labels), batch_size, labels=labels)
+
+
+def balanced_labels(n: int, num_classes: int = 10) -> torch.Tensor:
+    """0, 1, ..., 9, 0, 1, ...: the digits asked of a conditional model's samples (equal shares)."""
+    return torch.arange(n) % num_classes
+
+
+def interpolate(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:
+    """(P, d), (P, d) -> (P * steps, d): for each pair, `steps` evenly spaced points from start to end."""
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    return (z_start.unsqueeze(1) * (1 - t) + z_end.unsqueeze(1) * t).reshape(-1, z_start.shape[1])
+
+
+def grid_codes(axis_values: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    """A square grid over the first two latent dimensions (the rest 0), ordered for display:
+    row r, column c holds (z0, z1) = (axis_values[0][c], axis_values[1][-1 - r]), so z1 grows upwards.
+
+    axis_values: (2, n) values along z0 and z1."""
+    n = axis_values.shape[1]
+    z = torch.zeros(n, n, latent_dim)
+    z[:, :, 0] = axis_values[0].view(1, n)
+    z[:, :, 1] = axis_values[1].flip(0).view(n, 1)
+    return z.view(n * n, latent_dim)
+
+
+def uniform_in_box(codes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n codes uniform over the bounding box of `codes` (N, d): the fairest blind draw for an AE."""
+    lo, hi = codes.min(0).values, codes.max(0).values
+    return lo + (hi - lo) * torch.rand(n, codes.shape[1], generator=generator)
+
+
+@dataclass(frozen=True)
+class CodeHistory:
+    epochs: np.ndarray  # (E,) int64, increasing
+    codes: np.ndarray  # (E, n, d) float32: codes[i] are the codes after epochs[i]
+    labels: np.ndarray  # (n,) int64
+    indices: np.ndarray  # (n,) int64: which test images
+
+
+def subset_indices(num_test: int, size: int = SUBSET_SIZE, seed: int = SUBSET_SEED) -> torch.Tensor:
+    """The fixed subset: the first `size` of a seeded permutation of the test set (all of it if smaller)."""
+    return torch.randperm(num_test, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+def read_code_history(path: str | os.PathLike) -> CodeHistory:
+    """The arrays in `path`, checked for consistent shapes; a ProjectError with one line otherwise."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            history = CodeHistory(*(np.asarray(f[key]) for key in ("epochs", "codes", "labels", "indices")))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ProjectError(f"cannot read the latent-code history {path}: {str(err).splitlines()[0][:200]}") from None
+    e, c = history.epochs, history.codes
+    if (e.ndim != 1 or c.ndim != 3 or c.shape[0] != len(e) or history.labels.shape != (c.shape[1],)
+            or history.indices.shape != (c.shape[1],)):
+        raise ProjectError(f"{path} is malformed: epochs {e.shape}, codes {c.shape}, labels {history.labels.shape}")
+    return history
+
+
+def append_epoch(path: str | os.PathLike, epoch: int, codes: torch.Tensor, labels: torch.Tensor,
+                 indices: torch.Tensor) -> CodeHistory:
+    """Add the codes after `epoch` to the file (rewritten atomically). Entries from epoch `epoch` on
+    are dropped first, so a resumed or restarted run never mixes in another run's later epochs; a
+    file for another subset or latent size is replaced."""
+    path = Path(path)
+    new_codes = codes.detach().float().cpu().numpy()[None]
+    epochs, stacked = np.array([epoch], dtype=np.int64), new_codes
+    if path.exists():
+        try:
+            old = read_code_history(path)
+        except ProjectError:
+            old = None  # unreadable: replaced by this run's history
+        if (old is not None and np.array_equal(old.indices, indices.numpy())
+                and old.codes.shape[2] == new_codes.shape[2]):
+            keep = old.epochs < epoch
+            epochs = np.concatenate([old.epochs[keep], epochs])
+            stacked = np.concatenate([old.codes[keep], new_codes])
+    history = CodeHistory(epochs, stacked.astype(np.float32), labels.cpu().numpy().astype(np.int64),
+                          indices.cpu().numpy().astype(np.int64))
+    atomic_write(path, lambda f: np.savez(f, epochs=history.epochs, codes=history.codes, labels=history.labels,
+                                          indices=history.indices))
+    return history
+
+
+def find_code_history(checkpoint: str | os.PathLike, state: dict) -> CodeHistory | None:
+    """The code history that belongs to a checkpoint: embedded in it (shipped model files), or the
+    latent_codes.npz of its run folder (<run>/checkpoints/last.pt -> <run>/latent_codes.npz); None
+    when there is none."""
+    embedded = state.get("latent_codes")
+    if isinstance(embedded, dict):
+        try:
+            epochs, codes, labels, indices = (np.asarray(embedded[key]) for key in
+                                              ("epochs", "codes", "labels", "indices"))
+        except (KeyError, TypeError, ValueError):
+            raise ProjectError(f"{checkpoint} holds a malformed latent_codes entry") from None
+        return CodeHistory(epochs.astype(np.int64), codes.astype(np.float32), labels.astype(np.int64),
+                           indices.astype(np.int64))
+    checkpoint = Path(checkpoint)
+    candidate = checkpoint.parent.parent / FILE_NAME
+    if checkpoint.parent.name == "checkpoints" and candidate.is_file():
+        return read_code_history(candidate)
+    return None
+
+
+def first_two_dims(codes: np.ndarray) -> np.ndarray:
+    """(..., d) -> (..., 2) for a scatter: the first two dimensions, a zero column when d = 1."""
+    if codes.shape[-1] == 1:
+        codes = np.concatenate([codes, np.zeros_like(codes)], -1)
+    return codes[..., :2]

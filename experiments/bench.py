@@ -1,7 +1,7 @@
 """Throughput of the default path against a plain PyTorch loop, and the whole epoch a user waits for.
 
-    python -m experiments.bench --data-dir ../shared/data                # CPU, both models
-    python -m experiments.bench --device cuda --data-dir ../shared/data  # the same on a GPU
+    python -m experiments.bench --data-dir data                # CPU, both models
+    python -m experiments.bench --device cuda --data-dir data  # the same on a GPU
 
 The reference is the same architecture and loss trained the plain way: fp32, NCHW, eager,
 batch 128, `loss.item()` every step, in a process of its own as a plain script runs (on a CPU,
@@ -29,7 +29,7 @@ implementation, how often losses are read back, (on CUDA) the step as a captured
 eager, and (on a CPU) freed memory kept or returned to the OS, and one run on every core against
 one-thread runs side by side, as the reproduction and the studies train.
 
-    python -m experiments.bench --data-dir ../shared/data --models vae --choices
+    python -m experiments.bench --data-dir data --models vae --choices
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Reconstruction, latent geometry, the quality of generated samples under two judg
 posterior diagnostics.
 
     python -m experiments.compare --ae vanila_autoencoder/checkpoints/last.pt \
-        --vae variational_autoencoder/checkpoints/last.pt --data-dir ../shared/data --out-dir comparison
+        --vae variational_autoencoder/checkpoints/last.pt --out-dir comparison
 
 Sample sets, each decoded and judged by digit classifiers:
     AE, z ~ N(0, I)         the prior the AE never saw

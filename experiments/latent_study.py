@@ -3,7 +3,7 @@
 For each size: test -ELBO, the IWAE estimate of -log p(x), the active units and the KL per latent
 dimension (cf. Kingma & Welling 2014, Fig. 2; Burda et al. 2016 for active units).
 
-    python -m experiments.latent_study --data-dir ../shared/data --out-dir latent_study \
+    python -m experiments.latent_study --out-dir latent_study \
         --latent-dims 2 5 10 20 --epochs 6 --device cuda
 
 The binarized-MNIST likelihood protocol (Burda et al. 2016) is a mode of it: --binarize dynamic

@@ -1,6 +1,6 @@
 """Does bf16 training cost the VAE any quality? Paired runs over several seeds.
 
-    python -m experiments.precision_study --data-dir ../shared/data --seeds 0 1 2 3 4 5
+    python -m experiments.precision_study --seeds 0 1 2 3 4 5
 
 For each seed, trains the VAE with train.py's defaults twice, once with `--precision bf16` and
 once with `--precision fp32` (same seed, same data order, same everything else), then prints each

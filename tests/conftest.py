@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny MNIST-format datasets written as real IDX files (no network, no ../shared)."""
+"""Shared fixtures: tiny MNIST-format datasets written as real IDX files (no network, no real MNIST needed)."""
 
 from __future__ import annotations
 

@@ -35,8 +35,9 @@ def test_rate_only_prints_the_training_and_evaluation_rates(capsys):
                           "--batch-size", "8", "--eval-images", "16", "--rate-only"])
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2
-    assert float(printed[0]) == pytest.approx(results["ae"]["train_img_s"], rel=1e-3)
-    assert float(printed[1]) == pytest.approx(results["ae"]["eval_img_s"], rel=1e-3)
+    # printed to 0.1 image/s: equal to within the rounding, however slow the machine is
+    assert float(printed[0]) == pytest.approx(results["ae"]["train_img_s"], abs=0.05)
+    assert float(printed[1]) == pytest.approx(results["ae"]["eval_img_s"], abs=0.05)
     bench.main(["--device", "cpu", "--models", "ae", "--steps", "1", "--warmup", "1", "--batch-size", "8",
                 "--eval-images", "0", "--rate-only", "--path", "reference"])
     assert capsys.readouterr().out.split()[1] == "0.0"  # no evaluation timed

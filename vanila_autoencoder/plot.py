@@ -1,6 +1,6 @@
 """Figures for a trained plain autoencoder.
 
-    python vanila_autoencoder/plot.py --data-dir ../shared/data
+    python vanila_autoencoder/plot.py
 
 Reads <out-dir>/checkpoints/last.pt and writes into <out-dir>/figures/: reconstructions.png,
 latent_space.png, loss_curves.png, samples.png (N(0, I) codes and codes uniform over the test

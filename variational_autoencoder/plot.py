@@ -1,6 +1,6 @@
 """Figures for a trained variational autoencoder.
 
-    python variational_autoencoder/plot.py --data-dir ../shared/data
+    python variational_autoencoder/plot.py
 
 Reads <out-dir>/checkpoints/last.pt and writes into <out-dir>/figures/: reconstructions.png,
 latent_space.png (posterior means), loss_curves.png (-ELBO, reconstruction and KL apart),

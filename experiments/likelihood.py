@@ -30,20 +30,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "here, else data)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download the dataset when missing (default: true)")
+    p.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples per image (default: 1000)")
     p.add_argument("--iwae-images", type=positive_int, help="the first N test images (default: all)")
     p.add_argument("--seed", type=seed_int, default=0, help=f"the estimates' noise, {seed_int.span()} (default: 0)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
-    p.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
-        device = get_device(args.device)
+        model, state = load_for_inference(args.checkpoint, device := get_device(args.device), kind="vae")
         keep_freed_memory_on(device)  # the IWAE's decodes reuse their memory (common/speed.py)
-        model, state = load_for_inference(args.checkpoint, device, kind="vae")
         if model.config.conditional:
             raise CheckpointError(f"{args.checkpoint} is a conditional VAE: its likelihood is log p(x | y), not "
                                   f"comparable with log p(x); give an unconditional VAE")

@@ -147,8 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
-        summary = summarise(read_runs(args.metrics))
-        text = format_summary(summary)
+        text = format_summary(summary := summarise(read_runs(args.metrics)))
         if args.out_dir is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(args.out_dir / "summary.json", summary)

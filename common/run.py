@@ -63,9 +63,9 @@ def format_terms(terms: dict[str, float]) -> str:
 
 
 class Run:
-    """One training run's records. Entering it takes the folder's lock, settles the settings (flags,
-    the checkpoint being resumed, defaults) and the device, and holds SIGINT/SIGTERM back until the
-    loop checks them; leaving it turns a stop into one line naming what was kept."""
+    """One training run's records. Entering it takes the folder's lock and settles the settings (flags,
+    the checkpoint being resumed, defaults) and the device; `epochs()` holds SIGINT/SIGTERM back until
+    the loop checks them; leaving it turns a stop into one line naming what was kept."""
 
     def __init__(self, kind: str, config_cls: type, args: argparse.Namespace, default_out_dir: Path,
                  argv: list[str] | None):
@@ -90,7 +90,6 @@ class Run:
             self.precision = resolve_precision(self.train.precision, self.device)
             keep_freed_memory_on(self.device)  # no page faults on every step's activations (common/speed.py)
             check_writable(self.out_dir / "checkpoints")
-            self.check_stop = stack.enter_context(signals_deferred())
             self._stack = stack.pop_all()
         return self
 
@@ -138,6 +137,8 @@ class Run:
     def epochs(self, train_data: Batch, test_data: Batch, step: object = None) -> Iterator[int]:
         """The epochs still to train, from the first unfinished one; prints what runs where first."""
         tc = self.train
+        # from here on Ctrl-C and SIGTERM wait for the loop's next check (between two steps)
+        self.check_stop = self._stack.enter_context(signals_deferred())
         self.num_train, self.test_data = len(train_data[0]), test_data
         self.steps = math.ceil(self.num_train / tc.batch_size)
         self.subset = latents.subset_indices(len(test_data[0]))

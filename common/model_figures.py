@@ -21,7 +21,7 @@ from common.checkpoint import load_for_inference
 from common.data import DATASETS, NUM_CLASSES, data_dir_for, load_split
 from common.device import DEVICES, get_device
 from common.errors import Signalled, exit_on_error
-from common.files import check_writable, publish, staging_folder
+from common.files import check_writable, output_lock, publish, staging_folder
 from common.latents import (
     CodeHistory,
     balanced_labels,
@@ -33,7 +33,6 @@ from common.latents import (
     interpolate,
     reconstruct,
 )
-from common.lock import output_lock
 from common.options import NumberRange, seed_int
 from common.registry import GenerativeModel
 

@@ -8,7 +8,7 @@ history.json, run.json, latent-code snapshots, TensorBoard and the one line per 
             ...  # train one epoch, evaluate
             run.save(model, optimizer, train_terms, test_terms, seconds)
 
-The run holds <out-dir>/.lock (common/lock.py) from before anything in the folder is looked at, so
+The run holds <out-dir>/.lock (common/files.output_lock) from before anything in the folder is looked at, so
 a second run into the same folder is refused. Ctrl-C or SIGTERM stops training between two steps
 with one line saying what was kept; a non-finite loss stops it the same way.
 """
@@ -34,8 +34,7 @@ from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from common.cuda_graph import CudaGraphStep
 from common.device import autocast, get_device, resolve_precision, rng_state, set_rng_state
 from common.errors import CheckpointError, Signalled, TrainingError, WriteError, signals_deferred
-from common.files import check_writable, write_json
-from common.lock import output_lock
+from common.files import check_writable, output_lock, write_json
 from common.loop import Batch, NonFiniteLoss, TrainConfig, lr_at
 from common.machine import describe_run_environment
 from common.options import add_options, merge_options

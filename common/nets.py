@@ -42,7 +42,7 @@ class ConvNetConfig:
 
     def __post_init__(self) -> None:
         check_options(self)  # types and ranges, as for the flags
-        self.filters, self.kernel_sizes, self.strides = tuple(self.filters), tuple(self.kernel_sizes), tuple(self.strides)
+        self.filters, self.kernel_sizes, self.strides = map(tuple, (self.filters, self.kernel_sizes, self.strides))
         if not (len(self.filters) == len(self.kernel_sizes) == len(self.strides) >= 1):
             raise ValueError("filters, kernel sizes and strides need the same number (>= 1) of entries, got "
                              f"{len(self.filters)}, {len(self.kernel_sizes)} and {len(self.strides)}")

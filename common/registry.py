@@ -1,9 +1,7 @@
 """Which models exist and what every program needs of one: the model table and the model interface.
 
-MODELS is the one table every program reads: a checkpoint records its kind, and `load_model`,
-the comparison, the studies, the benchmark and the reproduction look the kind up here. The
-modules are imported by name when needed, so common/ never imports the model folders.
-Adding a model: its folder (model.py, train.py, plot.py) and one line in MODELS.
+A checkpoint records its kind, and every program looks it up in MODELS; modules are imported by
+name when needed, so common/ never imports the model folders. A new model: its folder and one line here.
 """
 
 from __future__ import annotations
@@ -19,8 +17,8 @@ from torch import nn
 
 @runtime_checkable
 class GenerativeModel(Protocol):
-    """What train.py, plot.py and the comparison need of a model (an nn.Module). Every method takes
-    the digit labels y (N,), which only a conditional model uses; images are (N, C, H, W) in [0, 1]."""
+    """What train.py, plot.py and the comparison need of a model (an nn.Module). Every method takes the
+    digit labels y (N,), used only by a conditional model; images are (N, C, H, W) in [0, 1]."""
 
     config: Any  # the config dataclass it was built from (saved in checkpoints, rebuilt on load)
     latent_dim: int

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -61,13 +60,3 @@ def model_classes(kind: str) -> tuple[type[nn.Module], type]:
     entry = MODELS[kind]
     module = importlib.import_module(entry.module)
     return getattr(module, entry.model_class), getattr(module, entry.config_class)
-
-
-def train_module(kind: str) -> ModuleType:
-    """The kind's train.py, as a module (its main(argv) and loss_fn)."""
-    return importlib.import_module(f"{MODELS[kind].package}.train")
-
-
-def plot_module(kind: str) -> ModuleType:
-    """The kind's plot.py, as a module (its main(argv))."""
-    return importlib.import_module(f"{MODELS[kind].package}.plot")

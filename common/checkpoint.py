@@ -204,13 +204,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def check_resumable(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """A checkpoint that train.py --resume can continue: it has the training state too."""
+    """After load_checkpoint: a checkpoint that train.py --resume can continue has the training state too."""
     missing = [key for key in TRAINING_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path} holds model weights only (no {', '.join(missing)}), so it cannot be "
                               f"resumed; start a new run with --overwrite")
-    if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["history"], list):
-        raise CheckpointError(f"{path} is malformed: bad epoch or history entry")
 
 
 def model_from_state(state: dict[str, Any], map_location: str | torch.device = "cpu") -> nn.Module:

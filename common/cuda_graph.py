@@ -18,15 +18,13 @@ if TYPE_CHECKING:  # common.loop imports this module when it makes the step
 
 
 class CudaGraphStep:
-    """The same step with its forward and backward captured once as a CUDA graph and replayed.
+    """The step's forward and backward captured once as a CUDA graph and replayed: at batch 128 its
+    many small kernels take longer to launch than to run.
 
-    At batch 128 the step is many small kernels that take longer to launch than to run; a replay
-    launches them all at once. The first `warmup` steps run eagerly on a side stream (as capture
-    requires), the next is captured, and later batches of its shape are copied into the graph's
-    inputs and replayed. Adam runs eagerly after it (one fused launch), so the learning rate may
-    change every step and the optimizer state is the eager step's. A batch of another size (an
-    epoch's last) runs eagerly into the graph's own .grad tensors. Same parameters as the eager
-    step to 1e-4 after two epochs (tests/test_loop.py).
+    `warmup` eager steps on a side stream (as capture requires), then one captured; later batches of
+    its shape are copied into the graph's inputs and replayed, others (an epoch's last) run eagerly
+    into the graph's .grad tensors. Adam runs eagerly after it, so the learning rate may change every
+    step. Same parameters as the eager step to 1e-4 after two epochs (tests/test_loop.py).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, amp: Amp,

@@ -1,11 +1,8 @@
 """Output files written safely: the one atomic writer, sets of files published together, one run per folder.
 
-Every file is written to a temporary name in its own folder, synced and renamed over the target, so a
-crash (even SIGKILL) leaves the old file or the new one. The rename replaces a symbolic link at the
-target instead of writing through it; a linked *folder* on the way is followed (the user put it there).
-Any failure is a WriteError naming the file. A set of files (plot.py's figures) is written into a
-staging folder and `publish`ed, with no SIGINT or SIGTERM between its renames. `output_lock` keeps a
-second program out of a folder a program is working in.
+A file is written to a temporary name beside it, synced and renamed over it: a crash (even SIGKILL)
+leaves the old file or the new one, and a symbolic link there is replaced, never written through (a
+linked folder on the way is followed). Every failure is a WriteError naming the file.
 """
 
 from __future__ import annotations

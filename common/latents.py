@@ -1,10 +1,8 @@
 """Latent codes: images to codes and back in batches, grids and lines in latent space, and the codes
-of a fixed test subset kept after every epoch (latent_codes.npz).
+of a fixed test subset kept after every epoch (latent_codes.npz, the same subset for every run).
 
-Every model is used through common/registry.GenerativeModel: `code(x)` is each image's point code (z
-for the AE, the posterior mean mu for the VAE), `decode(z)` pixel intensities. The per-epoch subset
-is the same for every run (SUBSET_SIZE images drawn with SUBSET_SEED), so runs can be shown side by
-side; the file holds plain arrays: epochs (E,), codes (E, n, d) float32, labels (n,), indices (n,).
+Models are used through GenerativeModel (common/registry.py): `code(x)` is the point code (z for
+the AE, the posterior mean for the VAE), `decode(z)` pixel intensities.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from common.registry import GenerativeModel
 
 SUBSET_SIZE = 2000  # test images whose codes are kept (enough for a dense scatter, 16 kB a 2-d epoch)
 SUBSET_SEED = 0
-FILE_NAME = "latent_codes.npz"
+FILE_NAME = "latent_codes.npz"  # plain arrays: epochs (E,), codes (E, n, d) float32, labels (n,), indices (n,)
 
 
 def _finite(t: torch.Tensor, what: str) -> torch.Tensor:

@@ -124,10 +124,9 @@ def train_one_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch
                     train_step: Step | None = None) -> dict[str, float]:
     """One pass over `batches`; returns the image-weighted mean of each loss term.
 
-    Terms are summed on the device and read back only every `log_every` steps (.item() waits for
-    the GPU's queued work); likewise the first non-finite step is recorded on the device and raised
-    (NonFiniteLoss, naming it) at those read-backs. `on_log(step, running means)` runs there and
-    after the last step; `check_stop()` before every step (it may raise: common/errors.signals_deferred).
+    Terms and the first non-finite step are kept on the device and read back only every `log_every`
+    steps (.item() waits for the GPU), where NonFiniteLoss names that step and `on_log(step, means)`
+    runs (and after the last step). `check_stop()` runs before every step and may raise.
     `train_step` (make_step's, kept across epochs) does the step; without it, the eager step.
     """
     model.train()

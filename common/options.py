@@ -1,9 +1,7 @@
-"""Config fields that are also command-line flags, each declared once.
+"""Config fields that are also command-line flags, each declared once with `option(default, help, ...)`.
 
-`option(default, help, ...)` declares a dataclass field as a flag; `add_options` makes the flags
-(`latent_dim` -> `--latent-dim`, help ending in "(default: ...)"), `merge_options` builds a config
-from the flags, the checkpoint being resumed and the defaults, and `check_options` holds a config
-(one read from a checkpoint too) to the flags' rules.
+`add_options` makes the flags (`latent_dim` -> `--latent-dim`), `merge_options` builds a config from
+flags, the checkpoint resumed and defaults, `check_options` holds any config to the flags' rules.
 """
 
 from __future__ import annotations

@@ -7,10 +7,6 @@ history.json, run.json, latent-code snapshots, TensorBoard and the one line per 
         for epoch in run.epochs(train_data, test_data, step):
             ...  # train one epoch, evaluate
             run.save(model, optimizer, train_terms, test_terms, seconds)
-
-It holds <out-dir>/.lock before anything there is looked at, so a second run into the folder is
-refused. Ctrl-C, SIGTERM or a non-finite loss stops training between two steps with one line saying
-what was kept.
 """
 
 from __future__ import annotations
@@ -58,9 +54,10 @@ def build_parser(description: str, config_cls: type, default_out_dir: Path) -> a
 
 
 class Run:
-    """One training run's records. Entering takes the folder's lock, settles the settings (flags, the
-    checkpoint resumed, defaults) and the device, and defers SIGINT/SIGTERM to the loop's checks;
-    leaving turns a stop into one line naming what was kept."""
+    """One training run's records. Entering takes <out-dir>/.lock (a second run there is refused),
+    settles the settings (flags, checkpoint resumed, defaults) and the device, and defers SIGINT and
+    SIGTERM to the loop's checks; leaving turns a stop (a signal, a non-finite loss) into one line
+    naming what was kept."""
 
     def __init__(self, kind: str, config_cls: type, args: argparse.Namespace, default_out_dir: Path,
                  argv: list[str] | None):

@@ -65,8 +65,7 @@ class Signalled(KeyboardInterrupt):
 
     def __init__(self, signum: int, kept: str = ""):
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.kept = kept
+        self.signum, self.kept = signum, kept
 
 
 @contextlib.contextmanager

@@ -137,8 +137,7 @@ def append_epoch(path: str | os.PathLike, epoch: int, codes: torch.Tensor, label
             stacked = np.concatenate([old.codes[keep], new_codes])
     history = CodeHistory(epochs, stacked.astype(np.float32), labels.cpu().numpy().astype(np.int64),
                           indices.cpu().numpy().astype(np.int64))
-    atomic_write(path, lambda f: np.savez(f, epochs=history.epochs, codes=history.codes, labels=history.labels,
-                                          indices=history.indices))
+    atomic_write(path, lambda f: np.savez(f, **vars(history)))  # epochs, codes, labels, indices
     return history
 
 

@@ -251,8 +251,7 @@ def iterate_batches(data: Tensors, batch_size: int, generator: torch.Generator |
 
 def with_optional_labels(x: torch.Tensor, labels: torch.Tensor | None, batch_size: int
                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(images, labels) batches in order, labels None throughout when `labels` is None (the
-    inference helpers: only conditional models use labels)."""
+    """(images, labels) batches in order; labels None throughout when `labels` is None."""
     for batch in iterate_batches(x if labels is None else (x, labels), batch_size):
         yield (batch, None) if labels is None else batch
 
@@ -271,8 +270,7 @@ def evaluation_split(split: Split, binarize: str) -> Split:
 
 
 def binarization_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of epoch `epoch`'s dynamic binarization, on the training device; like the
-    shuffle, it depends on (seed, epoch) alone."""
+    """The generator of epoch `epoch`'s dynamic binarization, on the device; like the shuffle's, (seed, epoch) alone."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 500_000_000)
 
 

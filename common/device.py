@@ -20,8 +20,7 @@ def accelerator() -> torch.device | None:
 
 
 def get_device(name: str = "auto") -> torch.device:
-    """'auto' picks the accelerator (cuda or mps, whichever this build has), else cpu; an explicit
-    device must be available."""
+    """'auto': the accelerator (cuda or mps) if there is one, else cpu; an explicit device must be available."""
     base = name.split(":")[0]
     if base not in DEVICES:
         raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
@@ -41,8 +40,7 @@ def get_device(name: str = "auto") -> torch.device:
 
 
 def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
-    """Fork the CPU's random stream and, on an accelerator, the device's: code inside may reseed freely
-    (evaluation does) and the training stream continues untouched."""
+    """Fork the CPU's and the accelerator's random streams: code inside may reseed, the training stream goes on."""
     if device.type == "cpu":
         return torch.random.fork_rng(devices=[])
     return torch.random.fork_rng(devices=[device], device_type=device.type)

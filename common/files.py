@@ -159,13 +159,9 @@ def publish(files: list[Path], folder: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold <folder>/.lock (creating the folder) during the block; another process holding it is
-    refused at once (FolderInUse naming its PID) and changes nothing.
-
-    The lock is `fcntl.flock`, which the OS releases however the holder ends (kill -9 included), so a
-    lock file left behind never blocks the next run. The holder writes its PID into the file and
-    removes the file when done.
-    """
+    """Hold <folder>/.lock during the block; a second process is refused at once (FolderInUse, naming
+    the PID the holder wrote there). An `fcntl.flock`: the OS releases it however the holder ends (kill -9
+    included), so a lock file left behind never blocks the next run."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

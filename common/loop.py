@@ -100,8 +100,7 @@ def eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Loss
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, amp: Amp = contextlib.nullcontext,
               cuda_graph: bool = True) -> Step:
-    """train.py's step: on CUDA with `cuda_graph`, captured as a CUDA graph (common/cuda_graph.py);
-    elsewhere the plain step above."""
+    """train.py's step: on CUDA with `cuda_graph` captured as a CUDA graph, elsewhere the plain step."""
     if cuda_graph and next(model.parameters()).device.type == "cuda":
         from common.cuda_graph import CudaGraphStep  # imported here: it builds on this module
 

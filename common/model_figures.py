@@ -75,10 +75,9 @@ def build_plot_parser(description: str, default_out_dir: Path) -> argparse.Argum
 def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
                  out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0,
                  codes_per_epoch: latents.CodeHistory | None = None) -> list[Path]:
-    """Every figure of one model into out_dir; returns the paths written. With `codes_per_epoch` (the
-    run's latent_codes.npz) also latent_evolution.gif. Labels go wherever a model takes them (only a
-    conditional one uses them); a conditional model gets conditional_grid.png instead of manifold.png.
-    """
+    """Every figure of one model into out_dir; returns their paths. With `codes_per_epoch` also
+    latent_evolution.gif; a conditional model (the only one to use labels) gets conditional_grid.png
+    instead of manifold.png."""
     gen = torch.Generator().manual_seed(seed)
     d = model.latent_dim
     conditional = getattr(model, "conditional", False)

@@ -54,10 +54,9 @@ def build_parser(description: str, config_cls: type, default_out_dir: Path) -> a
 
 
 class Run:
-    """One training run's records. Entering takes <out-dir>/.lock (a second run there is refused),
-    settles the settings (flags, checkpoint resumed, defaults) and the device, and defers SIGINT and
-    SIGTERM to the loop's checks; leaving turns a stop (a signal, a non-finite loss) into one line
-    naming what was kept."""
+    """One training run's records. Entering takes <out-dir>/.lock (a second run there is refused), settles
+    the settings (flags, checkpoint resumed, defaults) and the device, and defers SIGINT and SIGTERM to the
+    loop's checks; leaving turns a stop (a signal, a non-finite loss) into one line naming what was kept."""
 
     def __init__(self, kind: str, config_cls: type, args: argparse.Namespace, default_out_dir: Path,
                  argv: list[str] | None):

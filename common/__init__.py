@@ -1,1 +1,1 @@
-"""Building blocks shared by both models: data, networks, losses, training loop, checkpoints, figures, metrics."""
+"""The library both models' train.py and plot.py use: networks, data, the loop and run-keeping, checkpoints, codes, figures."""

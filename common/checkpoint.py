@@ -1,24 +1,11 @@
 """Checkpoints: plain types and tensors only, written atomically, read with weights_only=True.
 
-A checkpoint is a dict:
-    format_version  FORMAT_VERSION when written; a newer one is refused
-    kind         "ae", "vae", ...: which model class to rebuild (see common/registry.py)
-    config       dataclasses.asdict of the model config (rebuilds the model from the file alone)
-    model        the model's state dict (never a torch.compile wrapper's)
-    optimizer    the optimizer's state dict
-    epoch        number of completed epochs
-    history      one dict of floats per completed epoch
-    rng          RNG states needed to resume bit-for-bit
-    train        the training settings (epochs, lr, batch size, seed, data, ...)
-    argv         the command line that produced it
-
-Loading never trusts the file: it is read with weights_only=True (no code runs), its archive must
-hold exactly what its size says, and `load_checkpoint` checks every field before anything is built
-from it: the config and training settings against their dataclasses (the flags' own types and
-ranges, see common/options.py), the image size against the data (28 x 28, one channel), every
-weight's name and shape against the model the config builds (built on the meta device first, so
-a doctored size allocates nothing), every weight for NaN and infinity, and the history's layout.
-Every failure is a CheckpointError with a one-line message naming the field or tensor.
+A checkpoint is a dict: format_version (newer ones are refused), kind ("ae", "vae": common/registry.py),
+config (dataclasses.asdict of the model config: rebuilds the model from the file alone), model (the
+unwrapped model's state dict), optimizer, epoch (completed), history (a dict of floats per epoch), rng,
+train (the training settings), argv. Loading never trusts the file: `load_checkpoint` checks every
+field (settings by the flags' own rules, weights' names and shapes against a meta-device model, NaN,
+the archive's sizes) and every failure is a one-line CheckpointError naming the field or tensor.
 """
 
 from __future__ import annotations
@@ -46,8 +33,7 @@ from common.registry import MODELS, model_classes
 FORMAT_VERSION = 1  # bump when the layout changes in a way older code cannot read
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 PICKLE_MAGIC = b"\x80"  # first byte of a pickle (protocol >= 2): torch.save's legacy format
-# what a checkpoint needs besides kind/config/model for train.py --resume
-TRAINING_KEYS = ("optimizer", "epoch", "history", "rng")
+TRAINING_KEYS = ("optimizer", "epoch", "history", "rng")  # what train.py --resume needs besides the model
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -55,19 +41,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
 
 
-def _load_failure(path: Path, head: bytes, err: Exception) -> str:
-    """Why torch.load(weights_only=True) refused `path`, in words (one line)."""
-    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
-        return (f"{path} holds objects other than tensors and plain Python values; refused, since loading it "
-                f"could run code (weights_only=True)")
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"{path} is not a readable checkpoint (truncated or corrupt?): {reason[:200]}"
-
-
 def _check_archive(path: Path, head: bytes) -> None:
-    """Before torch.load: a zip archive (what torch.save writes) whose entries are stored as they
-    are, uncompressed, and fit in the file, so that reading it takes about the file's size in
-    memory and no more (a compressed entry could inflate without bound)."""
+    """Before torch.load: a zip archive (what torch.save writes) of uncompressed entries that fit in
+    the file, so reading it takes no more memory than its size (a compressed entry could inflate)."""
     if head.startswith(PICKLE_MAGIC):
         raise CheckpointError(f"{path} is in torch's legacy (pre-1.6) format, which this project never writes")
     if not head.startswith(ZIP_MAGIC):
@@ -87,9 +63,8 @@ def _check_archive(path: Path, head: bytes) -> None:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """What torch.save wrote to `path`, read without ever executing code from the file
-    (weights_only=True); every way of failing is a CheckpointError with a one-line reason, a
-    `map_location` this machine does not have included."""
+    """What torch.save wrote to `path`, read without running code from it (weights_only=True); every
+    failure, a `map_location` this machine lacks included, is a one-line CheckpointError."""
     path = Path(path)
     try:
         device = get_device(str(map_location))
@@ -110,13 +85,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")
             return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch.load raises whatever its parser meets in a damaged file
-        raise CheckpointError(_load_failure(path, head, err)) from None
+        if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+            raise CheckpointError(f"{path} holds objects other than tensors and plain Python values; refused, "
+                                  f"since loading it could run code (weights_only=True)") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason[:200]}") from None
 
 
 def _tensors(obj: Any) -> list[tuple[str, torch.Tensor]]:
-    """Every tensor inside nested dicts, lists and tuples, with (the start of) where it is. Walked
-    with a stack and a record of what was seen: a doctored file may nest deeper than Python's
-    recursion limit, or hold a list that contains itself."""
+    """Every tensor in nested dicts, lists and tuples, with (the start of) where it is; walked with a
+    stack and a seen-set, as a doctored file may nest past the recursion limit or contain itself."""
     found, stack, seen = [], [("", obj)], set()
     while stack:
         where, item = stack.pop()
@@ -131,9 +109,8 @@ def _tensors(obj: Any) -> list[tuple[str, torch.Tensor]]:
 
 
 def weights_problem(weights: Any, build: Callable[[], nn.Module]) -> str | None:
-    """What is wrong with `weights` as the state dict of the model `build()` makes (the same names,
-    the same shapes, floating-point where it is, every value finite), or None. `build` runs on the
-    meta device, which allocates nothing, so a doctored size in a config cannot exhaust memory."""
+    """What is wrong with `weights` as the state dict of `build()`'s model (names, shapes, dtypes,
+    finite values), or None. `build` runs on the meta device: a doctored size allocates nothing."""
     if not isinstance(weights, dict):
         return "the weights are not a dict of tensors"
     try:
@@ -178,22 +155,9 @@ def _check_history(path: Path, state: dict[str, Any]) -> None:
         raise CheckpointError(f"{path} is malformed: it has {epoch} epochs but {len(history)} history entries")
 
 
-def _check_train_settings(path: Path, train: Any) -> None:
-    """The saved training settings, held to TrainConfig's rules (the flags' ranges and choices)."""
-    if not isinstance(train, dict):
-        raise CheckpointError(f"{path} is malformed: its training settings are not a dict")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:
-        TrainConfig(**{k: v for k, v in train.items() if k in names})
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path} has invalid training settings: {err}") from None
-
-
-def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
-) -> dict[str, Any]:
-    """Read and validate a model checkpoint of this project (see the module docstring); every
-    failure is a CheckpointError."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+                    ) -> dict[str, Any]:
+    """Read and validate a checkpoint of this project (see the module docstring)."""
     path = Path(path)
     state = read_checkpoint(path, map_location)
     required = ("kind", "config", "model")
@@ -210,11 +174,8 @@ def load_checkpoint(
     if not isinstance(state["config"], dict) or not isinstance(state["model"], dict):
         raise CheckpointError(f"{path} is malformed: its config and model entries must be dicts")
     if kind is not None and state["kind"] != kind:
-        saved_folder = MODELS[state["kind"]].module.split(".")[0]
-        raise CheckpointError(
-            f"{path} holds {MODELS[state['kind']].description}, not {MODELS[kind].description}: "
-            f"use the scripts in {saved_folder}/"
-        )
+        raise CheckpointError(f"{path} holds {MODELS[state['kind']].description}, not {MODELS[kind].description}: "
+                              f"use the scripts in {MODELS[state['kind']].module.split('.')[0]}/")
     for where, tensor in _tensors(state):  # a view may claim more elements than its data holds
         if tensor.numel() * tensor.element_size() > tensor.untyped_storage().nbytes():
             raise CheckpointError(f"{path} is corrupt: tensor {where[:80]} claims more elements than it stores")
@@ -231,31 +192,31 @@ def load_checkpoint(
     if problem:
         raise CheckpointError(f"{path} is unusable: {problem}")
     _check_history(path, state)
-    if "train" in state:
-        _check_train_settings(path, state["train"])
+    if "train" in state:  # held to TrainConfig's rules (the flags' ranges and choices)
+        if not isinstance(state["train"], dict):
+            raise CheckpointError(f"{path} is malformed: its training settings are not a dict")
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        try:
+            TrainConfig(**{k: v for k, v in state["train"].items() if k in names})
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path} has invalid training settings: {err}") from None
     return state
 
 
 def check_resumable(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """A checkpoint that train.py --resume can continue: it has the training state too."""
+    """After load_checkpoint: a checkpoint that train.py --resume can continue has the training state too."""
     missing = [key for key in TRAINING_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path} holds model weights only (no {', '.join(missing)}), so it cannot be "
                               f"resumed; start a new run with --overwrite")
-    if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["history"], list):
-        raise CheckpointError(f"{path} is malformed: bad epoch or history entry")
-
-
-def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
-    model_cls, config_cls = model_classes(kind)
-    try:
-        return model_cls(config_cls(**config))
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint config does not build a {kind} model: {err}") from None
 
 
 def model_from_state(state: dict[str, Any], map_location: str | torch.device = "cpu") -> nn.Module:
-    model = build_model(state["kind"], state["config"])
+    model_cls, config_cls = model_classes(state["kind"])
+    try:
+        model = model_cls(config_cls(**state["config"]))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint config does not build a {state['kind']} model: {err}") from None
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError, KeyError) as err:
@@ -263,28 +224,24 @@ def model_from_state(state: dict[str, Any], map_location: str | torch.device = "
     return model.to(map_location).eval()
 
 
-def load_model(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
-) -> nn.Module:
-    """Rebuild the model stored at `path` (any registered kind), with its weights, in eval mode.
-    Every failure, a `map_location` this machine lacks included, is a CheckpointError.
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+               ) -> nn.Module:
+    """The model stored at `path` (any registered kind) with its weights, in eval mode; every failure
+    is a CheckpointError.
 
     >>> model = load_model("variational_autoencoder/checkpoints/last.pt")
     >>> mu, logvar = model.encode(x)  # x: (N, 1, 28, 28) in [0, 1]
     """
-    state = load_checkpoint(path, map_location=map_location, kind=kind)
-    return model_from_state(state, map_location)
+    return model_from_state(load_checkpoint(path, map_location=map_location, kind=kind), map_location)
 
 
 def for_inference(model: nn.Module) -> nn.Module:
-    """Eval mode, weights in channels_last (NHWC): oneDNN and cuDNN run these convolutions about
-    twice as fast as NCHW ones (measured: 6.6k vs 3.3k fp32 decodes/s on 2 CPU cores)."""
+    """Eval mode, weights in channels_last (NHWC): measured 6.6k vs 3.3k fp32 decodes/s on 2 CPU cores."""
     return model.to(memory_format=torch.channels_last).eval()
 
 
 def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None
                        ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model at `path` ready for figures and metrics (eval mode, fast memory format on
-    `device`), and the rest of its checkpoint (history, training settings)."""
+    """The model at `path` ready for figures and metrics on `device`, and its whole checkpoint."""
     state = load_checkpoint(path, kind=kind)
     return for_inference(model_from_state(state, device)), state

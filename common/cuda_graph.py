@@ -1,9 +1,7 @@
 """The training step on CUDA, captured once as a CUDA graph and replayed (train.py --cuda-graph).
 
-A speed trick, isolated here: on a CPU, or with --no-cuda-graph, train.py runs the plain step of
-common/loop.py. Measured on one H200 (docs/speed.md): 106,050 images/s against the plain loop's
-22,458 (4.72x), and 6.45x the eager step, with the same parameters to 1e-4 after two epochs
-(tests/test_loop.py).
+Elsewhere, or with --no-cuda-graph, train.py runs common/loop.py's plain step. Measured on one
+H200: 106,050 images/s against a plain loop's 22,458 (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -20,25 +18,18 @@ if TYPE_CHECKING:  # common.loop imports this module when it makes the step
 
 
 class CudaGraphStep:
-    """The same step with its forward and backward captured once as a CUDA graph and replayed.
+    """The step's forward and backward captured once as a CUDA graph and replayed: at batch 128 its
+    many small kernels take longer to launch than to run.
 
-    At batch 128 this network's step is many small kernels, and on a GPU launching them
-    takes longer than running them (the eager step reaches 5 % of an H200's fp32 peak). Replaying a
-    captured graph launches them all at once. The first `warmup` steps run eagerly on a side stream
-    (cuDNN and autograd set themselves up there, as capture requires); the next one is captured
-    with its batch's shape, and every later batch of that shape is copied into the graph's input
-    and replayed. Adam runs outside the graph, eagerly (its fused kernel is a single launch), so the
-    learning rate can change every step and the optimizer's state and checkpoints are those of the
-    eager step. A batch of another size (an epoch's last, smaller one) runs eagerly, its gradients
-    written into the graph's own gradient tensors, which stay the parameters' `.grad` throughout.
-    The arithmetic is the eager step's (tests/test_loop.py: the same parameters to 1e-4 after two
-    epochs on a GPU, the VAE's noise included).
+    `warmup` eager steps on a side stream (as capture requires), then one captured; later batches of
+    its shape are copied into the graph's inputs and replayed, others (an epoch's last) run eagerly
+    into the graph's .grad tensors. Adam runs eagerly after it, so the learning rate may change every
+    step. Same parameters as the eager step to 1e-4 after two epochs (tests/test_loop.py).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, amp: Amp,
                  warmup: int = 3):
-        self.model, self.optimizer, self.loss_fn, self.amp = model, optimizer, loss_fn, amp
-        self.warmup = warmup
+        self.model, self.optimizer, self.loss_fn, self.amp, self.warmup = model, optimizer, loss_fn, amp, warmup
         self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.inputs: Batch | None = None  # the graph's input tensors, refilled before each replay
@@ -57,8 +48,7 @@ class CudaGraphStep:
         if self.graph is None and self.eager_steps < self.warmup:
             self.eager_steps += 1
             main = torch.cuda.current_stream(batch[0].device)
-            self.side = self.side or torch.cuda.Stream(batch[0].device)
-            side = self.side
+            side = self.side = self.side or torch.cuda.Stream(batch[0].device)
             side.wait_stream(main)
             with torch.cuda.stream(side):
                 self.optimizer.zero_grad(set_to_none=True)

@@ -1,14 +1,9 @@
-"""MNIST-format datasets loaded once into memory and batched from tensors.
+"""MNIST-format datasets: IDX files parsed and checked, splits held in memory, seeded batches, binarization.
 
-Files live where ``torchvision.datasets.MNIST`` keeps them (``<data-dir>/MNIST/raw/``;
-``FashionMNIST/raw/`` for Fashion-MNIST). If they are missing we ask torchvision to download
-them; if that fails the caller gets a ``DataError`` whose message is one line naming the folder
-and the files expected. The IDX files are parsed here rather than by torchvision so that a
-truncated or malformed file is reported clearly instead of surfacing as a numpy reshape error,
-and so that nothing is read before the header has been checked: a split holds at most MAX_IMAGES
-images of 28 x 28 uint8 pixels, a plain file's size must match its header before its data is
-read, and a gzipped file is inflated in chunks and refused as soon as it holds more than its
-header announces (a small "gzip bomb" costs no more memory than an honest file of that header).
+Files live where torchvision keeps them (<data-dir>/MNIST/raw/, FashionMNIST/raw/) and torchvision
+downloads missing ones. They are parsed here so that a damaged file is one DataError line naming it,
+and nothing is read before its header passes: at most MAX_IMAGES 28 x 28 uint8 images, a plain file's
+size must match, a gzipped one is inflated in chunks and refused once longer than announced.
 """
 
 from __future__ import annotations
@@ -32,12 +27,10 @@ from common.errors import DataError
 if TYPE_CHECKING:  # common.loop.TrainConfig, which imports this module
     from common.loop import TrainConfig as TrainSettings
 
-# dataset name -> (torchvision class name, which is also the folder name under <data-dir>)
+# dataset name -> torchvision class name, also the folder under <data-dir>
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST images are 28 x 28, one channel
 BINARIZATIONS = ("none", "dynamic")  # grey levels as they are, or Bernoulli draws (Burda et al. 2016)
 TEST_BINARIZATION_SEED = 0  # the one binary test set every evaluation of every run sees
@@ -63,8 +56,7 @@ class Split:
 
 @contextlib.contextmanager
 def _idx_file(path: Path) -> Iterator[IO[bytes]]:
-    """`path` opened for reading (inflated on the fly if it ends in .gz); it must be a regular
-    file, and every read error is a DataError."""
+    """`path` opened for reading (inflated if it ends in .gz): a regular file; any read error is a DataError."""
     try:
         with path.open("rb") as raw:
             if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
@@ -102,13 +94,9 @@ def idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
 
 def read_idx(path: str | os.PathLike, dtype: np.dtype | type | None = None,
              shape: tuple[int | None, ...] | None = None) -> np.ndarray:
-    """Parse an IDX file (optionally gzipped) into an array, checking header and size.
-
-    Layout: two zero bytes, a type code, the number of dimensions, one big-endian uint32 per
-    dimension, then the data in C order. `dtype` and `shape` (None where any size will do), when
-    given, must match the header. The data may be at most MAX_IDX_BYTES; all of this is checked
-    before any data is read. Memory: the size the header announces, never more.
-    """
+    """An IDX file (optionally gzipped) as an array: two zero bytes, a type code, the number of
+    dimensions, one big-endian uint32 per dimension, the data in C order. `dtype` and `shape` (None:
+    any size), when given, must match the header; checked, with MAX_IDX_BYTES, before any data is read."""
     path = Path(path)
     with _idx_file(path) as f:
         found_dtype, found_shape = _read_header(f, path)
@@ -140,15 +128,9 @@ def read_idx(path: str | os.PathLike, dtype: np.dtype | type | None = None,
     return np.frombuffer(data, dtype=found_dtype).reshape(found_shape)
 
 
-def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    return Path(data_dir) / DATASETS[dataset] / "raw"
-
-
 def _find(folder: Path, name: str) -> Path | None:
-    """The file `name` (or `name.gz`) in `folder`; None when absent. Anything there that cannot
-    be looked at (a folder without read permission) or is not a file is an error, not "absent"."""
+    """The file `name` (or `name.gz`) in `folder`, or None; one that cannot be looked at or is not a
+    file is an error, not "absent"."""
     for candidate in (folder / name, folder / f"{name}.gz"):
         try:
             mode = candidate.stat().st_mode
@@ -164,7 +146,7 @@ def _find(folder: Path, name: str) -> Path | None:
 
 
 def _download(data_dir: Path, dataset: str) -> None:
-    import torchvision.datasets  # imported lazily: only needed when files are missing
+    import torchvision.datasets  # only needed when files are missing
 
     cls = getattr(torchvision.datasets, DATASETS[dataset])
     try:
@@ -176,11 +158,12 @@ def _download(data_dir: Path, dataset: str) -> None:
         raise DataError(f"{first_line} (no network, or the mirrors are unreachable?)") from None
 
 
-def load_split(
-    data_dir: str | os.PathLike, dataset: str = "mnist", split: str = "train", download: bool = True
-) -> Split:
+def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str = "train", download: bool = True
+               ) -> Split:
     """Load one split into memory, images scaled to [0, 1] once."""
-    folder = raw_folder(data_dir, dataset)
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    folder = Path(data_dir) / DATASETS[dataset] / "raw"
     names = SPLIT_FILES[split]
     paths = [_find(folder, name) for name in names]
     if any(p is None for p in paths) and download:
@@ -188,16 +171,13 @@ def load_split(
             _download(Path(data_dir), dataset)
         except DataError as err:
             missing = ", ".join(n for n, p in zip(names, paths) if p is None)
-            raise DataError(
-                f"{dataset} not found in {folder}/ (expected {missing}) and download failed: {err}"
-            ) from None
+            raise DataError(f"{dataset} not found in {folder}/ (expected {missing}) and download failed: {err}"
+                            ) from None
         paths = [_find(folder, name) for name in names]
     if any(p is None for p in paths):
         missing = ", ".join(n for n, p in zip(names, paths) if p is None)
-        raise DataError(
-            f"{dataset} not found: expected {missing} in {folder}/ "
-            f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)"
-        )
+        raise DataError(f"{dataset} not found: expected {missing} in {folder}/ "
+                        f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)")
     image_path, label_path = paths
     dtype, shape = idx_header(image_path)  # headers first: nothing big is read before they pass
     if len(shape) != 3 or shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or dtype != np.uint8:
@@ -217,14 +197,13 @@ def load_split(
     labels = read_idx(label_path, np.uint8, (n,))
     if labels.max() >= NUM_CLASSES:
         raise DataError(f"{label_path} has labels outside 0..{NUM_CLASSES - 1}")
-    x = torch.from_numpy(images).unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return Split(x, y)
+    return Split(torch.from_numpy(images).unsqueeze(1).float().div_(255.0),  # (N, 1, 28, 28)
+                 torch.from_numpy(labels.astype(np.int64)))
 
 
 def data_dir_for(given: str | None, saved: dict) -> str:
-    """Where a program reading a checkpoint finds the data: --data-dir if given, else the folder the
-    model was trained with if it exists here, else ./data (where it is downloaded)."""
+    """Where a program reading a checkpoint finds the data: --data-dir if given, else the training
+    folder if it exists here, else ./data (where it is downloaded)."""
     trained_with = saved.get("data_dir") if isinstance(saved, dict) else None
     if given:
         return given
@@ -232,9 +211,8 @@ def data_dir_for(given: str | None, saved: dict) -> str:
 
 
 def load_training_data(settings: TrainSettings, device: torch.device) -> tuple[Tensors, Tensors]:
-    """train.py's data: (images, labels) of the training split and of the split it is evaluated on
-    (the fixed binary test set with --binarize dynamic), every tensor moved to `device` once, in the
-    run's memory format: no per-step host -> device copies."""
+    """train.py's (images, labels) for training and for evaluation (the fixed binary test set with
+    --binarize dynamic), moved to `device` once in the run's memory format: no per-step copies."""
     train = load_split(settings.data_dir, settings.dataset, "train", settings.download)
     test = evaluation_split(load_split(settings.data_dir, settings.dataset, "test", settings.download),
                             settings.binarize)
@@ -244,8 +222,8 @@ def load_training_data(settings: TrainSettings, device: torch.device) -> tuple[T
 
 
 def training_batches(data: Tensors, settings: TrainSettings, epoch: int) -> Iterator[Tensors]:
-    """Epoch `epoch`'s batches: shuffled from (seed, epoch) alone, and with --binarize dynamic drawn
-    as binary images afresh, so a resumed run sees exactly the batches of an uninterrupted one."""
+    """Epoch `epoch`'s batches, shuffled (and with --binarize dynamic drawn as binary images) from
+    (seed, epoch) alone, so a resumed run sees exactly the batches of an uninterrupted one."""
     batches = iterate_batches(data, settings.batch_size, epoch_generator(settings.seed, epoch))
     if settings.binarize == "dynamic":
         batches = binarized(batches, binarization_generator(settings.seed, epoch, data[0].device))
@@ -253,22 +231,15 @@ def training_batches(data: Tensors, settings: TrainSettings, epoch: int) -> Iter
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The generator that shuffles epoch `epoch` of a run seeded `seed`: it depends on nothing
-    else, so a resumed run sees exactly the batches of an uninterrupted one."""
+    """The generator that shuffles epoch `epoch` of a run seeded `seed`, and depends on nothing else."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def iterate_batches(data: Tensors, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensors]:
-    """Yield batches of `data` (a tensor, or a tuple of tensors of equal length such as
-    (images, labels), already on the device); shuffled when a generator is given.
-
-    The permutation is drawn on the CPU from `generator` so that the order depends only on the
-    seed, not on the device; the last, smaller batch is kept.
-
-    Hand-written rather than torch.utils.data.DataLoader on purpose: MNIST fits in memory (188 MB
-    as float32), so one gather per step from tensors already on the device replaces the
-    DataLoader's per-sample collation and host-to-device copy of every batch.
-    """
+    """Batches of `data` (a tensor, or a tuple of equally long ones such as (images, labels)), the
+    last smaller one kept; shuffled by a permutation drawn on the CPU from `generator`, if given, so
+    the order depends on the seed alone. Not a DataLoader: MNIST fits in memory (188 MB as float32),
+    so one gather per step on the device replaces per-sample collation and a copy per batch."""
     tensors = data if isinstance(data, tuple) else (data,)
     n = tensors[0].shape[0]
     order = None if generator is None else torch.randperm(n, generator=generator).to(tensors[0].device)
@@ -280,15 +251,14 @@ def iterate_batches(data: Tensors, batch_size: int, generator: torch.Generator |
 
 def with_optional_labels(x: torch.Tensor, labels: torch.Tensor | None, batch_size: int
                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(images, labels) batches in order; labels None throughout when `labels` is None (for the
-    inference helpers, whose labels matter only to conditional models)."""
+    """(images, labels) batches in order; labels None throughout when `labels` is None."""
     for batch in iterate_batches(x if labels is None else (x, labels), batch_size):
         yield (batch, None) if labels is None else batch
 
 
 def binarize_test_set(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
-    """The fixed binary version of the test images: each pixel ~ Bernoulli(intensity), drawn once on
-    the CPU from `seed`, so it is the same on every device and for every run."""
+    """The fixed binary test images: each pixel ~ Bernoulli(intensity), drawn on the CPU from `seed`,
+    so the same on every device and for every run."""
     return torch.bernoulli(images.cpu(), generator=torch.Generator().manual_seed(seed))
 
 
@@ -300,14 +270,12 @@ def evaluation_split(split: Split, binarize: str) -> Split:
 
 
 def binarization_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of epoch `epoch`'s dynamic binarization, on the training device; like the
-    shuffle, it depends only on (seed, epoch), so a resumed run draws the same binary images."""
+    """The generator of epoch `epoch`'s dynamic binarization, on the device; like the shuffle's, (seed, epoch) alone."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch + 500_000_000)
 
 
 def binarized(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], generator: torch.Generator
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Dynamic binarization: each image's pixels drawn as Bernoulli(intensity) afresh every time the
-    batch is used, on the batch's device (one kernel per step)."""
+    """Dynamic binarization: pixels drawn as Bernoulli(intensity) afresh each time, on the batch's device."""
     for x, y in batches:
         yield torch.bernoulli(x, generator=generator), y

@@ -16,14 +16,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def accelerator() -> torch.device | None:
     """This machine's accelerator (CUDA, MPS, ...) if one is usable, through torch.accelerator."""
-    if not torch.accelerator.is_available():
-        return None
-    return torch.accelerator.current_accelerator()
+    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
 
 
 def get_device(name: str = "auto") -> torch.device:
-    """'auto' picks the accelerator (cuda or mps, whichever this build has), else cpu; an explicit
-    device must be available."""
+    """'auto': the accelerator (cuda or mps) if there is one, else cpu; an explicit device must be available."""
     base = name.split(":")[0]
     if base not in DEVICES:
         raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICES)}")
@@ -43,8 +40,7 @@ def get_device(name: str = "auto") -> torch.device:
 
 
 def fork_rng(device: torch.device) -> contextlib.AbstractContextManager:
-    """Fork the CPU's random stream and, on an accelerator, that device's: code run inside may
-    reseed freely (evaluation does) and the training stream continues afterwards untouched."""
+    """Fork the CPU's and the accelerator's random streams: code inside may reseed, the training stream goes on."""
     if device.type == "cpu":
         return torch.random.fork_rng(devices=[])
     return torch.random.fork_rng(devices=[device], device_type=device.type)
@@ -60,8 +56,8 @@ def rng_state(device: torch.device) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    """Restore what rng_state saved; an accelerator's state only on that kind of device (a CUDA
-    run resumed on a CPU keeps the CPU stream and draws the rest afresh)."""
+    """Restore what rng_state saved; an accelerator's state only on that kind of device (a CUDA run
+    resumed on a CPU keeps the CPU stream)."""
     torch.set_rng_state(state["torch"])
     if device.type != "cpu" and state.get("device_type") == device.type:
         torch.get_device_module(device.type).set_rng_state(state["device"])
@@ -74,10 +70,9 @@ _ONEDNN_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """True where bfloat16 matmuls/convs run natively: CUDA with bf16 support, or a CPU with
-    AVX-512 BF16 or AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY=avx2 or
-    ONEDNN_MAX_CPU_ISA=AVX2 make such a CPU behave like an AVX2 one). Elsewhere bf16 is emulated and
-    about ten times slower than fp32."""
+    """True where bfloat16 convs and matmuls run natively: CUDA with bf16, or a CPU with AVX-512 BF16 or
+    AMX whose kernels are not capped below them (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA). Elsewhere
+    bf16 is emulated, about ten times slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":

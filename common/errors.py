@@ -1,9 +1,8 @@
 """One error type for every expected failure, and the exit policy that turns it into one line.
 
-Expected failures (bad data, a bad checkpoint, impossible settings, an unavailable device, a full
-disk) raise a subclass of `ProjectError` with a one-line message. Scripts wrap their work in
-`exit_on_error()`, which prints that line and exits with status 1, and turns SIGINT and SIGTERM
-into one line and status 130 or 143; anything else is a bug and keeps its traceback.
+Expected failures (bad data or checkpoint, impossible settings, no such device, a full disk) raise a
+`ProjectError`; `exit_on_error()` prints its line and exits with status 1, and turns SIGINT and SIGTERM
+into one line and status 130 or 143. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,8 +21,8 @@ _SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 40, 40, 40
 
 
 def short_repr(value: object, limit: int = 60) -> str:
-    """repr(value) for a message: one line, at most `limit` characters, and safe on anything a
-    damaged file may hold (nested thousands deep, or containing itself)."""
+    """repr(value) for a message: one line, at most `limit` characters, safe on anything a damaged
+    file may hold (nested thousands deep, or containing itself)."""
     text = " ".join(_SHORT.repr(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -57,23 +56,21 @@ class WriteError(ProjectError):
 
 
 class FolderInUse(ProjectError):
-    """An output folder that another running process holds (see common/lock.py)."""
+    """An output folder that another running process holds (common/files.output_lock)."""
 
 
 class Signalled(KeyboardInterrupt):
-    """SIGINT or SIGTERM, raised in the main thread while `exit_on_error` is active. `kept` says,
-    in one clause, what the interrupted work left behind ("no figure was replaced")."""
+    """SIGINT or SIGTERM, raised in the main thread under `exit_on_error`; `kept` says in one clause
+    what the interrupted work left behind ("no figure was replaced")."""
 
     def __init__(self, signum: int, kept: str = ""):
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.kept = kept
+        self.signum, self.kept = signum, kept
 
 
 @contextlib.contextmanager
 def _on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """`handler` for SIGINT and SIGTERM during the block (only the main thread can set handlers;
-    elsewhere nothing changes), the previous handlers after it."""
+    """`handler` for SIGINT and SIGTERM during the block (in the main thread; elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -85,33 +82,29 @@ def _on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _raise_signalled(signum: int, frame: Any) -> None:
-    raise Signalled(signum)
-
-
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Turn a ProjectError into `error: <message>` on stderr and exit status 1, and SIGINT
-    (Ctrl-C) or SIGTERM into `interrupted by SIGTERM[; what was kept]` and status 128 + the
-    signal's number (130, 143), without a traceback."""
+    """A ProjectError -> `error: <message>` on stderr and status 1; SIGINT or SIGTERM ->
+    `interrupted by SIGTERM[; what was kept]` and status 128 + its number (130, 143)."""
+    def raise_signalled(signum: int, frame: Any) -> None:
+        raise Signalled(signum)
+
     try:
-        with _on_signals(_raise_signalled):
+        with _on_signals(raise_signalled):
             yield
     except ProjectError as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt as err:  # Signalled, or a plain Ctrl-C outside the main thread's handler
-        signum = getattr(err, "signum", signal.SIGINT)
-        kept = getattr(err, "kept", "")
+        signum, kept = getattr(err, "signum", signal.SIGINT), getattr(err, "kept", "")
         print(f"interrupted by {signal.Signals(signum).name}{'; ' + kept if kept else ''}", file=sys.stderr)
         raise SystemExit(128 + signum) from None
 
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[Callable[[], None]]:
-    """Hold SIGINT and SIGTERM back during a block that must not be cut short at an arbitrary point
-    (renaming a set of files into place; a training step). The block gets a `check()` that raises
-    Signalled if one came, so a loop can stop between two steps; one still pending at the end of
-    the block is acted on (Signalled) right after it. Outside the main thread nothing is held."""
+    """Hold SIGINT and SIGTERM back during a block that must not be cut anywhere (renaming a set of
+    files into place; a training step). The block gets `check()`, which raises Signalled if one came,
+    so a loop can stop between two steps; one still pending raises right after the block."""
     pending: list[int] = []
 
     def check() -> None:

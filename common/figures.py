@@ -1,9 +1,7 @@
 """Drawing one model's figures: arrays in, PNG or GIF files out; each function saves and returns its path.
 
-None of them runs a model (common/latents.py and common/model_figures.py compute the arrays; the
-comparison's and the studies' figures are in experiments/figures.py). They build
-`matplotlib.figure.Figure` objects directly and never touch pyplot's global state or backend, so
-importing this module inside a notebook changes nothing there.
+Nothing here runs a model (common/latents.py and common/model_figures.py compute the arrays). Figures
+are `matplotlib.figure.Figure` objects, never pyplot, so importing this in a notebook changes nothing.
 """
 
 from __future__ import annotations
@@ -25,9 +23,7 @@ DPI = 100
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Through the project's one atomic writer (common/files.py): a symbolic link at `path` is
-    replaced, never written through, and a failed write leaves the old file. The format follows
-    the suffix (a standalone Figure renders PNG with Agg)."""
+    """`fig` saved to `path` through the one atomic writer (common/files.py), in the suffix's format."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight"))
@@ -56,10 +52,8 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     axes = fig.subplots(2, n)
     for i in range(n):
         for row, imgs in enumerate((originals, reconstructions)):
-            ax = axes[row, i]
-            ax.imshow(np.asarray(imgs[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            axes[row, i].imshow(np.asarray(imgs[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+            axes[row, i].set(xticks=[], yticks=[])
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("recon.")
     if title:
@@ -67,22 +61,16 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     return save_figure(fig, path)
 
 
-def _prior_circles(ax: Axes) -> None:
-    """N(0, I) in 2-D: the 1-sigma and 2-sigma circles (radius 1 and 2)."""
-    for r, style in ((1, "-"), (2, "--")):
-        ax.add_patch(Circle((0, 0), r, fill=False, color="k", ls=style, lw=1.2, label=f"N(0, I) {r}σ"))
-
-
 def scatter_latent(ax: Axes, codes: np.ndarray, labels: np.ndarray, title: str, prior_circles: bool = False):
+    """Codes (N, 2) coloured by digit; with `prior_circles`, N(0, I)'s 1- and 2-sigma circles."""
     points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.6)
     if prior_circles:
-        _prior_circles(ax)
+        for r, style in ((1, "-"), (2, "--")):
+            ax.add_patch(Circle((0, 0), r, fill=False, color="k", ls=style, lw=1.2, label=f"N(0, I) {r}σ"))
         ax.legend(loc="upper right", fontsize=8)
     ax.axhline(0, color="0.7", lw=0.5, zorder=0)
     ax.axvline(0, color="0.7", lw=0.5, zorder=0)
-    ax.set_title(title)
-    ax.set_xlabel("z[0]")
-    ax.set_ylabel("z[1]")
+    ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
     ax.set_aspect("equal", adjustable="datalim")
     return points
 
@@ -92,9 +80,7 @@ def plot_latent_space(codes: np.ndarray, labels: np.ndarray, path: str | os.Path
     """Test-set codes coloured by digit (the first two dimensions if latent_dim > 2)."""
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()
-    points = scatter_latent(ax, codes, labels, title, prior_circles)
-    bar = fig.colorbar(points, ax=ax, ticks=range(10))
-    bar.set_label("digit")
+    fig.colorbar(scatter_latent(ax, codes, labels, title, prior_circles), ax=ax, ticks=range(10)).set_label("digit")
     return save_figure(fig, path)
 
 
@@ -109,9 +95,8 @@ def plot_loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLik
             key = f"{split}_{term}"
             if all(key in h for h in history):
                 ax.plot(epochs, [h[key] for h in history], style, label=split)
-        ax.set_title(term)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("nats / image" if term in ("loss", "recon", "kl", "neg_elbo", "bce") else "")
+        nats = term in ("loss", "recon", "kl", "neg_elbo", "bce")
+        ax.set(title=term, xlabel="epoch", ylabel="nats / image" if nats else "")
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -124,8 +109,7 @@ def plot_image_grid(images: np.ndarray, rows: int, cols: int, path: str | os.Pat
     fig = Figure(figsize=(cols * 0.45 + 0.4, rows * 0.45 + 0.6))
     ax = fig.subplots()
     ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
@@ -138,8 +122,7 @@ def plot_image_panels(panels: Sequence[tuple[str, np.ndarray]], rows: int, cols:
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, images) in zip(axes[0], panels):
         ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         ax.set_title(name, fontsize=10)
     if title:
         fig.suptitle(title)
@@ -150,9 +133,8 @@ def plot_latent_evolution(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np
                           path: str | os.PathLike, fps: float = 2.0) -> Path:
     """An animated GIF, one frame per epoch, of each panel's codes as they form during training.
 
-    panels: (title, epochs (E,), codes (E, n, 2), labels (n,), prior_circles). Each panel keeps its
-    axes fixed over all frames (the range of all its epochs' codes), so the motion is real; a panel
-    with fewer epochs than another holds its last frame. Written as matplotlib's Pillow writer would, through the one atomic writer.
+    panels: (title, epochs (E,), codes (E, n, 2), labels (n,), prior_circles). Each panel's axes span
+    all its epochs' codes, so the motion is real; a panel with fewer epochs holds its last frame.
     """
     frames = max(len(epochs) for _, epochs, _, _, _ in panels)
     fig = Figure(figsize=(5.2 * len(panels), 5.4))
@@ -171,8 +153,7 @@ def plot_latent_evolution(panels: Sequence[tuple[str, np.ndarray, np.ndarray, np
             ax.clear()
             scatter_latent(ax, codes[i], labels, f"{title}: epoch {epochs[i]}", prior_circles=circles)
             ax.set_aspect("equal", adjustable="box")
-            ax.set_xlim(lo[0], hi[0])
-            ax.set_ylim(lo[1], hi[1])
+            ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]))
         # each frame as matplotlib's PillowWriter grabs it: RGBA pixels, RGB when opaque
         buffer = io.BytesIO()
         fig.savefig(buffer, format="rgba", dpi=DPI)

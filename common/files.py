@@ -1,19 +1,8 @@
-"""Writing files safely: the one writer every output goes through (checkpoints, JSON, figures).
+"""Output files written safely: the one atomic writer, sets of files published together, one run per folder.
 
-Each file is written to a temporary name in its own folder, synced, then renamed over the target.
-The rename is atomic on POSIX, so a crash (even SIGKILL) leaves either the old file or the new
-one, never a half-written one. The rename replaces the directory entry: when the target is a
-symbolic link, the link itself is replaced by the new file and whatever it pointed to is left
-untouched, so no write ever lands outside the output folder through a linked file. A linked
-*folder* on the way (say `checkpoints/` pointing to a bigger disk) is followed: that is where the
-user put it, and the temporary file is made inside it, next to the file it replaces.
-
-Any failure (OSError, or the RuntimeError torch.save raises when the disk fills) is a WriteError
-naming the file being written, and the temporary file is removed.
-
-A set of files that belong together (plot.py's figures) is written into a staging folder first
-and then renamed into place by `publish`, which lets no SIGINT or SIGTERM cut the renames short:
-an interrupted program leaves the old set or the new one, never a mix of both.
+A file is written to a temporary name beside it, synced and renamed over it: a crash (even SIGKILL)
+leaves the old file or the new one, and a symbolic link there is replaced, never written through (a
+linked folder on the way is followed). Every failure is a WriteError naming the file.
 """
 
 from __future__ import annotations
@@ -27,17 +16,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from common.errors import Signalled, WriteError, signals_deferred
+from common.errors import FolderInUse, Signalled, WriteError, signals_deferred
 
-# torch.save's zip writer swallows the OSError of a failed write and reports a RuntimeError such as
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no lock
+    fcntl = None  # type: ignore[assignment]
+
+# torch.save's zip writer turns a failed write's OSError into a RuntimeError such as
 # "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"; these mark such errors.
 _TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed")
+STAGING_PREFIX = ".staging-"
+LOCK_NAME = ".lock"
 
 
 class _RecordingFile:
-    """The file handed to a writer: every call passes through, and the first OSError a write
-    raises is kept, so the message can say "No space left on device" even when the writer
-    (torch.save) turned it into a RuntimeError."""
+    """The file handed to a writer: keeps the first OSError a write raises, so the message can say
+    "No space left on device" even when the writer (torch.save) turned it into a RuntimeError."""
 
     def __init__(self, f: IO[bytes]):
         self._f = f
@@ -61,15 +56,8 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def _file_mode() -> int:
-    """What open() would give a new file (0o666 less the umask); mkstemp's files are 0o600."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable. Some filesystems cannot sync a folder: the rename is done anyway."""
+    """Make a rename durable; where a filesystem cannot sync a folder, the rename stands anyway."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
@@ -79,9 +67,8 @@ def _sync_folder(folder: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call `write(f)` on a temporary file next to `path`, fsync it, then rename it over `path`
-    (replacing a symbolic link there, never writing through it). On any failure the temporary
-    file is removed and `path` is left as it was; a failed write raises WriteError.
+    """Call `write(f)` on a temporary file next to `path`, fsync it and rename it over `path`. On any
+    failure the temporary file is removed and `path` left as it was; a failed write is a WriteError.
 
     >>> atomic_write(folder / "samples.png", lambda f: fig.savefig(f, format="png"))
     """
@@ -97,7 +84,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             recorder = _RecordingFile(f)
             write(recorder)
             f.flush()
-            os.fchmod(f.fileno(), _file_mode())
+            umask = os.umask(0o022)  # mkstemp's files are 0o600: give what open() would (0o666 less the umask)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
@@ -129,14 +118,10 @@ def check_writable(folder: str | os.PathLike) -> None:
         raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
 
 
-STAGING_PREFIX = ".staging-"
-
-
 @contextlib.contextmanager
 def staging_folder(folder: str | os.PathLike) -> Iterator[Path]:
-    """A new hidden folder inside `folder` to write a set of files into before `publish` moves them
-    into place; removed on the way out, whatever happens. Staging folders left by a killed run are
-    removed first, so call this while holding the folder's lock (common/lock.py)."""
+    """A new hidden folder in `folder` for a set of files that `publish` then moves into place; removed
+    on the way out. Those a killed run left are removed first: call it while holding `output_lock`."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -152,8 +137,8 @@ def staging_folder(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 def publish(files: list[Path], folder: str | os.PathLike) -> list[Path]:
-    """Rename each staged file into `folder` under its own name (replacing a symbolic link there,
-    as atomic_write does) and return the new paths. SIGINT and SIGTERM wait for the last rename."""
+    """Rename each staged file into `folder` under its own name (replacing a symbolic link there) and
+    return the new paths. SIGINT and SIGTERM wait for the last rename."""
     folder = Path(folder)
     done: list[Path] = []
     try:
@@ -170,3 +155,56 @@ def publish(files: list[Path], folder: str | os.PathLike) -> list[Path]:
     except Signalled as stop:  # it came during the renames, which all happened
         raise Signalled(stop.signum, f"all {len(done)} new files are in {folder}") from None
     return done
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold <folder>/.lock during the block; a second process is refused at once (FolderInUse, naming
+    the PID the holder wrote there). An `fcntl.flock`: the OS releases it however the holder ends (kill -9
+    included), so a lock file left behind never blocks the next run."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
+    path = folder / LOCK_NAME
+    if fcntl is None:
+        yield path
+        return
+    while True:
+        try:  # O_NOFOLLOW: a symbolic link planted at .lock is neither followed nor written through
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as err:
+            raise WriteError(f"cannot lock output folder {folder}: {path.name}: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = "PID unknown: it has only just started"
+            with contextlib.suppress(OSError, ValueError):
+                holder = f"PID {int(os.pread(fd, 32, 0).decode().strip())}"
+            os.close(fd)
+            raise FolderInUse(f"{folder} is in use by another run ({holder}); wait for it to finish or use "
+                              f"another output folder") from None
+        except OSError as err:  # e.g. a network filesystem without locks
+            os.close(fd)
+            raise WriteError(f"cannot lock output folder {folder}: {err.strerror}") from None
+        # a holder removes the file just before letting go: the file locked may no longer be at
+        # `path` (where another process may have made a new one), so try again
+        with contextlib.suppress(FileNotFoundError):
+            current = os.stat(path, follow_symlinks=False)
+            mine = os.fstat(fd)
+            if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+                break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as err:
+        os.close(fd)
+        raise WriteError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):  # still locked: nobody else can be using this file now
+            os.unlink(path)
+        os.close(fd)

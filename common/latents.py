@@ -1,13 +1,8 @@
-"""Latent codes: images to codes and codes to images in batches, grids and lines through latent
-space, and the codes of a fixed test subset kept after every epoch (latent_codes.npz).
+"""Latent codes: images to codes and back in batches, grids and lines in latent space, and the codes
+of a fixed test subset kept after every epoch (latent_codes.npz, the same subset for every run).
 
-Works for every model through the shared interface (common/registry.py): `code(x)` gives each
-image's point code (z for the AE, the posterior mean mu for the VAE); `decode(z)` gives pixel
-intensities. The per-epoch codes show how the latent space forms during training
-(latent_evolution.gif, TensorBoard's projector); the subset is the same for every run
-(SUBSET_SIZE images drawn with SUBSET_SEED), so two runs' files can be shown side by side. The
-file holds plain arrays (np.savez, read with allow_pickle=False): epochs (E,), codes (E, n, d)
-float32, labels (n,), indices (n,).
+Models are used through GenerativeModel (common/registry.py): `code(x)` is the point code (z for
+the AE, the posterior mean for the VAE), `decode(z)` pixel intensities.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from common.data import with_optional_labels
 from common.errors import CheckpointError, ProjectError
@@ -28,17 +22,12 @@ from common.registry import GenerativeModel
 
 SUBSET_SIZE = 2000  # test images whose codes are kept (enough for a dense scatter, 16 kB a 2-d epoch)
 SUBSET_SEED = 0
-FILE_NAME = "latent_codes.npz"
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+FILE_NAME = "latent_codes.npz"  # plain arrays: epochs (E,), codes (E, n, d) float32, labels (n,), indices (n,)
 
 
 def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
-    """`t` if every value is finite. Weights are checked for NaN when a checkpoint is loaded, but
-    finite weights can still be so large that the activations overflow: then every figure or
-    metric drawn from them would be blank or NaN (and a Fréchet distance fails outright)."""
+    """`t` if every value is finite: finite weights can still overflow the activations, and every
+    figure or metric drawn from them would be blank or NaN."""
     if not bool(torch.isfinite(t).all()):
         raise CheckpointError(f"the model's {what} are NaN or infinite: its weights overflow float32, so the "
                               f"checkpoint is unusable")
@@ -48,9 +37,9 @@ def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
 @torch.inference_mode()
 def encode_codes(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000, *,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, C, H, W) images -> (N, latent_dim) point codes, on the CPU, in float32. `labels` (N,)
-    reach the model (a conditional one uses them, others ignore them)."""
-    device = model_device(model)
+    """(N, C, H, W) images -> (N, latent_dim) point codes, float32 on the CPU; `labels` (N,) for a
+    conditional model (others ignore them)."""
+    device = next(model.parameters()).device
     model.eval()
     return _finite(torch.cat([model.code(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
                               for xb, yb in with_optional_labels(x, labels, batch_size)]), "codes")
@@ -59,9 +48,9 @@ def encode_codes(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000
 @torch.inference_mode()
 def decode_codes(model: GenerativeModel, z: torch.Tensor, batch_size: int = 1000, *,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], on the CPU, in float32; `labels`
-    (N,): the digits a conditional model should write (others ignore them)."""
-    device = model_device(model)
+    """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], float32 on the CPU; `labels` (N,):
+    the digits a conditional model should write."""
+    device = next(model.parameters()).device
     model.eval()
     return _finite(torch.cat([model.decode(zb.to(device), None if yb is None else yb.to(device)).float().cpu()
                               for zb, yb in with_optional_labels(z, labels, batch_size)]), "decoded images")
@@ -85,10 +74,8 @@ def interpolate(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch
 
 
 def grid_codes(axis_values: torch.Tensor, latent_dim: int) -> torch.Tensor:
-    """A square grid over the first two latent dimensions (the rest 0), ordered for display:
-    row r, column c holds (z0, z1) = (axis_values[0][c], axis_values[1][-1 - r]), so z1 grows upwards.
-
-    axis_values: (2, n) values along z0 and z1."""
+    """A square grid over the first two latent dimensions (the rest 0) from `axis_values` (2, n): row r,
+    column c holds (z0, z1) = (axis_values[0][c], axis_values[1][-1 - r]), so z1 grows upwards."""
     n = axis_values.shape[1]
     z = torch.zeros(n, n, latent_dim)
     z[:, :, 0] = axis_values[0].view(1, n)
@@ -132,9 +119,9 @@ def read_code_history(path: str | os.PathLike) -> CodeHistory:
 
 def append_epoch(path: str | os.PathLike, epoch: int, codes: torch.Tensor, labels: torch.Tensor,
                  indices: torch.Tensor) -> CodeHistory:
-    """Add the codes after `epoch` to the file (rewritten atomically). Entries from epoch `epoch` on
-    are dropped first, so a resumed or restarted run never mixes in another run's later epochs; a
-    file for another subset or latent size is replaced."""
+    """Add the codes after `epoch` to the file (rewritten atomically), dropping its entries from `epoch`
+    on (a resumed run never mixes in another run's later epochs); a file for another subset or latent
+    size is replaced."""
     path = Path(path)
     new_codes = codes.detach().float().cpu().numpy()[None]
     epochs, stacked = np.array([epoch], dtype=np.int64), new_codes
@@ -150,15 +137,13 @@ def append_epoch(path: str | os.PathLike, epoch: int, codes: torch.Tensor, label
             stacked = np.concatenate([old.codes[keep], new_codes])
     history = CodeHistory(epochs, stacked.astype(np.float32), labels.cpu().numpy().astype(np.int64),
                           indices.cpu().numpy().astype(np.int64))
-    atomic_write(path, lambda f: np.savez(f, epochs=history.epochs, codes=history.codes, labels=history.labels,
-                                          indices=history.indices))
+    atomic_write(path, lambda f: np.savez(f, **vars(history)))  # epochs, codes, labels, indices
     return history
 
 
 def find_code_history(checkpoint: str | os.PathLike, state: dict) -> CodeHistory | None:
-    """The code history that belongs to a checkpoint: embedded in it (shipped model files), or the
-    latent_codes.npz of its run folder (<run>/checkpoints/last.pt -> <run>/latent_codes.npz); None
-    when there is none."""
+    """The code history of a checkpoint: embedded in it (shipped model files), or its run folder's
+    (<run>/checkpoints/last.pt -> <run>/latent_codes.npz), or None."""
     embedded = state.get("latent_codes")
     if isinstance(embedded, dict):
         try:

@@ -1,9 +1,8 @@
 """How a model is trained: the settings (TrainConfig), the step, the epoch, the evaluation and the
 learning-rate schedule, top to bottom.
 
-A model's train.py supplies `loss_fn(model, (x, y)) -> {"loss": ..., other terms}`; "loss" is
-minimised, every term is averaged over the epoch. Keeping the run (resume, signals, checkpoints,
-records) is common/run.py's job.
+A model's train.py supplies `loss_fn(model, (x, y)) -> {"loss": ..., other terms}`: "loss" is
+minimised, every term averaged over the epoch. Keeping the run is common/run.py's job.
 """
 
 from __future__ import annotations
@@ -76,14 +75,12 @@ class NonFiniteLoss(TrainingError):
 
     def __init__(self, epoch: int, step: int):
         super().__init__(f"the loss became NaN or infinite at epoch {epoch}, step {step}")
-        self.epoch = epoch
-        self.step = step
+        self.epoch, self.step = epoch, step
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Adam; on CUDA the fused kernel (one launch for all parameters instead of several per tensor)."""
-    fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=next(model.parameters()).device.type == "cuda")
 
 
 Step = Callable[[Batch], dict[str, torch.Tensor]]  # one optimisation step on a batch -> its loss terms
@@ -103,8 +100,7 @@ def eager_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Loss
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, amp: Amp = contextlib.nullcontext,
               cuda_graph: bool = True) -> Step:
-    """train.py's step: on CUDA with `cuda_graph`, the same step captured as a CUDA graph
-    (common/cuda_graph.py); elsewhere the plain step above."""
+    """train.py's step: on CUDA with `cuda_graph` captured as a CUDA graph, elsewhere the plain step."""
     if cuda_graph and next(model.parameters()).device.type == "cuda":
         from common.cuda_graph import CudaGraphStep  # imported here: it builds on this module
 
@@ -113,38 +109,24 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossF
 
 
 def lr_at(step: int, total_steps: int, lr: float, schedule: str) -> float:
-    """Learning rate for global step `step` (0-based) of `total_steps`. A pure function of the
-    step, so a resumed run follows exactly the schedule of an uninterrupted one."""
+    """Learning rate of global step `step` (0-based) of `total_steps`: a pure function of the step, so
+    a resumed run follows exactly the schedule of an uninterrupted one."""
     if schedule == "cosine":
         return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     return lr
 
 
-def train_one_epoch(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    optimizer: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    *,
-    lr_for_step: Callable[[int], float] | None = None,
-    amp: Amp = contextlib.nullcontext,
-    log_every: int = 50,
-    check_stop: Callable[[], None] | None = None,
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
-    epoch: int = 0,
-    train_step: Step | None = None,
-) -> dict[str, float]:
+def train_one_epoch(model: nn.Module, batches: Iterable[Batch], optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+                    *, lr_for_step: Callable[[int], float] | None = None, amp: Amp = contextlib.nullcontext,
+                    log_every: int = 50, check_stop: Callable[[], None] | None = None,
+                    on_log: Callable[[int, dict[str, float]], None] | None = None, epoch: int = 0,
+                    train_step: Step | None = None) -> dict[str, float]:
     """One pass over `batches`; returns the image-weighted mean of each loss term.
 
-    Terms are accumulated on the device and read back only every `log_every` steps: reading a
-    CUDA tensor (.item()) waits for all queued work, which would stall the GPU every step. For the
-    same reason the first step whose loss is not finite is recorded on the device and checked at
-    those read-backs; it raises NonFiniteLoss naming that exact step. `check_stop()` runs before
-    every step and may raise to end the epoch between two steps (common/errors.signals_deferred).
-    `on_log(step, running means)` is called at the same read-backs and after the last step (progress
-    bar, TensorBoard), never in between.
-    `train_step` does the optimisation step (make_step; it keeps across epochs what it captures);
-    without it, the eager step. The terms it returns are read before the next step.
+    Terms and the first non-finite step are kept on the device and read back only every `log_every`
+    steps (.item() waits for the GPU), where NonFiniteLoss names that step and `on_log(step, means)`
+    runs (and after the last step). `check_stop()` runs before every step and may raise.
+    `train_step` (make_step's, kept across epochs) does the step; without it, the eager step.
     """
     model.train()
     step_fn = train_step if train_step is not None else eager_step(model, optimizer, loss_fn, amp)
@@ -179,18 +161,10 @@ def train_one_epoch(
     return means
 
 
-def evaluate(
-    model: nn.Module,
-    data: Batch,
-    loss_fn: LossFn,
-    batch_size: int = 1000,
-    *,
-    amp: Amp = contextlib.nullcontext,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Image-weighted mean loss terms over `data` = (images, labels), in eval mode, with fixed
-    noise (the VAE's sampling) so the number is reproducible and the training RNG stream is left
-    untouched."""
+def evaluate(model: nn.Module, data: Batch, loss_fn: LossFn, batch_size: int = 1000, *,
+             amp: Amp = contextlib.nullcontext, seed: int = 0) -> dict[str, float]:
+    """Image-weighted mean loss terms over `data` = (images, labels) in eval mode, with fixed noise
+    (the VAE's sampling): reproducible, and the training RNG stream is left untouched."""
     model.eval()
     x = data[0]
     sums: dict[str, torch.Tensor] = {}

@@ -1,8 +1,7 @@
-"""What a run ran on: versions, device, CPU features, threads and the git commit (for run.json and the benchmark).
+"""What a run ran on: versions, device, CPU features, threads and the git commit (run.json, the benchmark).
 
-Only stdlib and torch (torchvision's version comes from its package metadata), so that any script can
-record its environment without pulling in the models. Every function here is best-effort: a missing file,
-tool or private torch helper gives None/False, never an exception: describing a run must not break the run.
+Best-effort throughout: a missing file, tool or private torch helper gives None or False, never an
+exception, since describing a run must not break it.
 """
 
 from __future__ import annotations
@@ -17,27 +16,12 @@ from typing import Any
 import torch
 
 CPUINFO = Path("/proc/cpuinfo")
-GIT_TIMEOUT_S = 5.0
-
-# Our feature name -> the Linux cpuinfo flag that announces it.
-ISA_FLAGS: dict[str, str] = {
-    "avx2": "avx2",
-    "avx512": "avx512f",
-    "avx512_bf16": "avx512_bf16",
-    "amx": "amx_tile",
-}
-
-# Best first: the first feature present names the machine.
-ISA_NAMES: tuple[tuple[str, str], ...] = (
-    ("amx", "AMX"),
-    ("avx512_bf16", "AVX-512 BF16"),
-    ("avx512", "AVX-512"),
-    ("avx2", "AVX2"),
-)
+ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx": "amx_tile"}  # -> cpuinfo flag
+ISA_NAMES = (("amx", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512", "AVX-512"), ("avx2", "AVX2"))  # best first
 
 
 def _cpuinfo_field(name: str) -> str | None:
-    """The value of the first `name : value` line of /proc/cpuinfo, or None (no file, no such line)."""
+    """The value of the first `name : value` line of /proc/cpuinfo, or None."""
     try:
         with CPUINFO.open(encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -45,45 +29,31 @@ def _cpuinfo_field(name: str) -> str | None:
                 if sep and key.strip() == name:
                     return value.strip()
     except OSError:
-        return None
+        pass
     return None
 
 
-def _torch_isa_features() -> dict[str, bool]:
-    """Where there is no /proc/cpuinfo (macOS, Windows): ask what torch's own CPU dispatch detected."""
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    avx512 = capability.startswith("AVX512")
-    # These two are private torch helpers: present in recent releases, absent in older ones.
-    bf16_probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx_probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return {
-        "avx2": avx512 or capability.startswith("AVX2"),  # torch only reports the best level it uses
-        "avx512": avx512,
-        "avx512_bf16": bool(bf16_probe()) if callable(bf16_probe) else False,
-        "amx": bool(amx_probe()) if callable(amx_probe) else False,
-    }
-
-
 def cpu_isa_features(flags: set[str] | None = None) -> dict[str, bool]:
-    """Which of AVX2, AVX-512, AVX-512 BF16 and AMX the CPU has.
-
-    `flags` is a set of Linux cpuinfo flags; given, the answer depends on it alone (testable).
-    Left out, the flags of /proc/cpuinfo are used, or torch's detection where there are none.
-    """
+    """Which of AVX2, AVX-512, AVX-512 BF16 and AMX the CPU has, from the cpuinfo `flags` if given,
+    else from /proc/cpuinfo, else (macOS, Windows, ARM) from torch's own CPU dispatch."""
     if flags is None:
         line = _cpuinfo_field("flags")
-        if line is None:  # not Linux, or a Linux without x86 flags (ARM names them "Features")
-            return _torch_isa_features()
+        if line is None:
+            capability = torch.backends.cpu.get_cpu_capability().upper()
+            # private torch probes: present in recent releases, absent in older ones
+            bf16, amx = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported",
+                                                                      "_is_amx_tile_supported"))
+            avx512 = capability.startswith("AVX512")
+            return {"avx2": avx512 or capability.startswith("AVX2"), "avx512": avx512,
+                    "avx512_bf16": bool(bf16()) if callable(bf16) else False,
+                    "amx": bool(amx()) if callable(amx) else False}
         flags = set(line.split())
     return {feature: flag in flags for feature, flag in ISA_FLAGS.items()}
 
 
 def isa_summary(features: dict[str, bool]) -> str:
-    """The best vector ISA in `features`, as one short label: "AMX", ..., "AVX2" or "no AVX2"."""
-    for feature, label in ISA_NAMES:
-        if features.get(feature, False):
-            return label
-    return "no AVX2"
+    """The best vector ISA in `features` as a short label: "AMX", ..., "AVX2" or "no AVX2"."""
+    return next((label for feature, label in ISA_NAMES if features.get(feature, False)), "no AVX2")
 
 
 def cpu_model_name() -> str | None:
@@ -91,64 +61,36 @@ def cpu_model_name() -> str | None:
     return _cpuinfo_field("model name") or platform.processor() or None
 
 
-def _git(cwd: Path, *args: str) -> str | None:
-    """stdout of `git -C cwd args`, or None if git is missing, fails or hangs."""
-    # GIT_OPTIONAL_LOCKS=0: `git status` must not take index.lock under a concurrently running git.
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT_S, env=env, check=False)
-    except (OSError, subprocess.SubprocessError):  # OSError covers "git not installed"
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 def git_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """{"commit": full sha, "dirty": tracked files changed} for the checkout holding `path`, else None.
-
-    Untracked files do not count as dirty: outputs written inside the repo should not taint the record.
-    None when git is absent, `path` is outside any checkout (or one with no commit yet), or git fails.
-    """
-    where = Path(path)
-    if not where.is_dir():
-        where = where.parent  # git -C needs a directory; a file's checkout is its folder's
-    commit = _git(where, "rev-parse", "--verify", "HEAD")
-    if commit is None:
-        return None
-    status = _git(where, "status", "--porcelain", "--untracked-files=no")
-    if status is None:
-        return None
-    return {"commit": commit.strip(), "dirty": bool(status.strip())}
-
-
-def _torchvision_version() -> str | None:
-    """torchvision's installed version, or None when it is not installed.
-
-    Read from the package metadata, not by importing it: `import torchvision` takes about 2 s, which
-    every run recording its environment would pay. (The metadata lacks the local label, e.g. "+cu130".)
-    """
-    try:
-        return importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    """{"commit": sha, "dirty": tracked files changed} for the checkout holding `path` (untracked
+    outputs do not count), or None outside a checkout or when git is missing or fails."""
+    where = Path(path) if Path(path).is_dir() else Path(path).parent
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # `git status` must not take index.lock from a running git
+    out = []
+    for args in (("rev-parse", "--verify", "HEAD"), ("status", "--porcelain", "--untracked-files=no")):
+        try:
+            done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=5,
+                                  env=env, check=False)
+        except (OSError, subprocess.SubprocessError):  # OSError: git not installed
+            return None
+        if done.returncode != 0:
+            return None
+        out.append(done.stdout.strip())
+    return {"commit": out[0], "dirty": bool(out[1])}
 
 
 def describe_run_environment(device: torch.device, repo_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Everything needed to tell two runs' machines apart, as JSON-ready plain types."""
     features = cpu_isa_features()
-    if device.type == "cuda":
-        device_name: str | None = torch.cuda.get_device_name(device)
-    else:
-        device_name = cpu_model_name()
+    try:  # from the package metadata: importing torchvision takes about 2 s
+        torchvision = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        torchvision = None
     return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),  # a TorchVersion (str subclass): make it a plain str
-        "torchvision": _torchvision_version(),
+        "python": platform.python_version(), "torch": str(torch.__version__), "torchvision": torchvision,
         "device": str(device),
-        "device_name": device_name,
-        "cpu_features": features,
-        "cpu_isa": isa_summary(features),
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name(),
+        "cpu_features": features, "cpu_isa": isa_summary(features),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
         "git": git_state(repo_path) if repo_path else None,
     }

@@ -1,10 +1,8 @@
 """Every figure of one trained model, which is what each plot.py runs: load a checkpoint and the
-test set, compute each figure's arrays, draw them.
+test set, compute each figure's arrays (common/latents.py), draw them (common/figures.py).
 
-`make_figures` runs the model (through common/latents.py) and hands arrays to common/figures.py,
-which draws them. Model-specific choices (which loss terms, prior circles, how to draw random
-codes, what the code is called) come in through `PlotSpec`, so this file never asks which model
-it has and the plot.py files differ only in their spec.
+What differs by model (loss terms, prior circles, random codes, what the code is called) comes in
+through `PlotSpec`, so this file never asks which model it has.
 """
 
 from __future__ import annotations
@@ -16,32 +14,18 @@ from pathlib import Path
 
 import torch
 
-from common import figures
+from common import figures, latents
 from common.checkpoint import load_for_inference
 from common.data import DATASETS, NUM_CLASSES, data_dir_for, load_split
 from common.device import DEVICES, get_device
 from common.errors import Signalled, exit_on_error
-from common.files import check_writable, publish, staging_folder
-from common.latents import (
-    CodeHistory,
-    balanced_labels,
-    decode_codes,
-    encode_codes,
-    find_code_history,
-    first_two_dims,
-    grid_codes,
-    interpolate,
-    reconstruct,
-)
-from common.lock import output_lock
+from common.files import check_writable, output_lock, publish, staging_folder
 from common.options import NumberRange, seed_int
 from common.registry import GenerativeModel
 
 GRID = 10  # samples.png is GRID x GRID
 MANIFOLD = 20  # manifold.png is MANIFOLD x MANIFOLD
 MAX_RECONSTRUCTIONS = 100  # reconstructions.png is one inch per digit wide
-
-
 Sampler = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]  # (codes, n, generator) -> (n, d)
 AxesFn = Callable[[torch.Tensor, int], torch.Tensor]  # (codes, n) -> values along z0 and z1, shape (2, n)
 
@@ -70,11 +54,13 @@ def code_range_axes(codes: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack([torch.linspace(float(lo[i]), float(hi[i]), n) for i in range(2)])
 
 
-def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> None:
+def build_plot_parser(description: str, default_out_dir: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out-dir", type=Path, default=default_out_dir,
                         help=f"figures go to <out-dir>/figures/ (default: {default_out_dir})")
     parser.add_argument("--checkpoint", type=Path, help="(default: <out-dir>/checkpoints/last.pt)")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the one used for training if it exists here, else data)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the one used for training if it "
+                                           "exists here, else data)")
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the one used for training)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
@@ -83,18 +69,15 @@ def add_plot_args(parser: argparse.ArgumentParser, default_out_dir: Path) -> Non
                         help=f"test digits in reconstructions.png, 1 to {MAX_RECONSTRUCTIONS} (default: 10)")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help=f"picks digits and random codes, {seed_int.span()} (default: 0)")
+    return parser
 
 
 def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x: torch.Tensor, test_y: torch.Tensor,
                  out_dir: Path, spec: PlotSpec, num_images: int = 10, seed: int = 0,
-                 codes_per_epoch: CodeHistory | None = None) -> list[Path]:
-    """Every figure of one model into out_dir; returns the paths written. With `codes_per_epoch`
-    (the run's latent_codes.npz) also latent_evolution.gif.
-
-    Labels go wherever the model takes them (test labels for encoding, the digits wanted for
-    decoding); models that are not conditional ignore them. A conditional model gets
-    conditional_grid.png (every digit in each of several styles) instead of manifold.png.
-    """
+                 codes_per_epoch: latents.CodeHistory | None = None) -> list[Path]:
+    """Every figure of one model into out_dir; returns their paths. With `codes_per_epoch` also
+    latent_evolution.gif; a conditional model (the only one to use labels) gets conditional_grid.png
+    instead of manifold.png."""
     gen = torch.Generator().manual_seed(seed)
     d = model.latent_dim
     conditional = getattr(model, "conditional", False)
@@ -103,13 +86,13 @@ def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x
 
     pick = torch.randperm(len(test_x), generator=gen)[:num_images]
     written.append(figures.plot_reconstructions(
-        test_x[pick].numpy(), reconstruct(model, test_x[pick], labels=test_y[pick]).numpy(),
+        test_x[pick].numpy(), latents.reconstruct(model, test_x[pick], labels=test_y[pick]).numpy(),
         out_dir / "reconstructions.png",
         title=f"{name}: test digits (top) and reconstructions (bottom)"))
 
-    codes = encode_codes(model, test_x, labels=test_y)  # (N, d): each image's point code
+    codes = latents.encode_codes(model, test_x, labels=test_y)  # (N, d): each image's point code
     dims = "" if d == 2 else (f" (first 2 of {d} dims)" if d > 2 else " (1-D, z[1] = 0)")
-    written.append(figures.plot_latent_space(first_two_dims(codes.numpy()), test_y.numpy(),
+    written.append(figures.plot_latent_space(latents.first_two_dims(codes.numpy()), test_y.numpy(),
                                              out_dir / "latent_space.png",
                                              title=f"{name}: test-set {spec.code_name}{dims}",
                                              prior_circles=spec.prior_circles))
@@ -119,16 +102,16 @@ def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x
                                             title=f"{name}: loss per epoch"))
 
     n = GRID * GRID
-    wanted = balanced_labels(n)  # for a conditional model: each row of the grid shows 0..9
-    panels = [("z ~ N(0, I)", decode_codes(model, torch.randn(n, d, generator=gen), labels=wanted).numpy())]
+    wanted = latents.balanced_labels(n)  # for a conditional model: each row of the grid shows 0..9
+    panels = [("z ~ N(0, I)", latents.decode_codes(model, torch.randn(n, d, generator=gen), labels=wanted).numpy())]
     for label, sampler in spec.extra_samplers:
-        panels.append((label, decode_codes(model, sampler(codes, n, gen), labels=wanted).numpy()))
+        panels.append((label, latents.decode_codes(model, sampler(codes, n, gen), labels=wanted).numpy()))
     written.append(figures.plot_image_panels(panels, GRID, GRID, out_dir / "samples.png",
                                              title=f"{name}: decoded random codes"))
 
     if d >= 2 and not conditional:
         axes = spec.manifold_axes(codes, MANIFOLD)
-        grid = decode_codes(model, grid_codes(axes, d)).numpy()
+        grid = latents.decode_codes(model, latents.grid_codes(axes, d)).numpy()
         rest = "" if d == 2 else f"; z[2:{d}] = 0"
         written.append(figures.plot_image_grid(
             grid, MANIFOLD, MANIFOLD, out_dir / "manifold.png",
@@ -136,9 +119,9 @@ def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x
 
     pairs, steps = 8, 10
     ends = torch.randperm(len(test_x), generator=gen)[: 2 * pairs]
-    z = interpolate(codes[ends[:pairs]], codes[ends[pairs:]], steps)
+    z = latents.interpolate(codes[ends[:pairs]], codes[ends[pairs:]], steps)
     start_labels = test_y[ends[:pairs]].repeat_interleave(steps)  # a conditional model keeps the first digit
-    written.append(figures.plot_image_grid(decode_codes(model, z, labels=start_labels).numpy(), pairs, steps,
+    written.append(figures.plot_image_grid(latents.decode_codes(model, z, labels=start_labels).numpy(), pairs, steps,
                                            out_dir / "interpolation.png",
                                            title=f"{name}: straight lines between two test digits' codes"))
 
@@ -146,18 +129,17 @@ def make_figures(model: GenerativeModel, history: list[dict[str, float]], test_x
         written.append(conditional_grid(model, out_dir / "conditional_grid.png", name, seed))
 
     if codes_per_epoch is not None:
-        panel = (f"{name} {spec.code_name}", codes_per_epoch.epochs, first_two_dims(codes_per_epoch.codes),
+        panel = (f"{name} {spec.code_name}", codes_per_epoch.epochs, latents.first_two_dims(codes_per_epoch.codes),
                  codes_per_epoch.labels, spec.prior_circles)
         written.append(figures.plot_latent_evolution([panel], out_dir / "latent_evolution.gif"))
     return written
 
 
 def conditional_grid(model: GenerativeModel, path: Path, name: str, seed: int = 0, columns: int = GRID) -> Path:
-    """One row per digit 0..9, one column per shared z ~ N(0, I): each column is one "style"
-    written as every digit."""
+    """One row per digit 0..9, one column per shared z ~ N(0, I): a "style" written as every digit."""
     z = torch.randn(columns, model.latent_dim, generator=torch.Generator().manual_seed(seed + 1))
     digits = torch.arange(NUM_CLASSES)
-    images = decode_codes(model, z.repeat(NUM_CLASSES, 1), labels=digits.repeat_interleave(columns))
+    images = latents.decode_codes(model, z.repeat(NUM_CLASSES, 1), labels=digits.repeat_interleave(columns))
     return figures.plot_image_grid(images.numpy(), NUM_CLASSES, columns, path,
                                    title=f"{name}: rows = digits 0-9, columns = shared z ~ N(0, I)")
 
@@ -165,12 +147,9 @@ def conditional_grid(model: GenerativeModel, path: Path, name: str, seed: int = 
 def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, description: str) -> list[Path]:
     """plot.py: every figure of the checkpoint into <out-dir>/figures/, all replaced together.
 
-    The run holds <out-dir>/.lock (so it never overlaps a training run or another plot.py there),
-    draws every figure into a staging folder and only then renames them into place: an interrupted
-    or failed run leaves the earlier figures as they were, and says so."""
-    parser = argparse.ArgumentParser(description=description)
-    add_plot_args(parser, default_out_dir)
-    args = parser.parse_args(argv)
+    It holds <out-dir>/.lock (no overlap with a training run or another plot.py) and draws into a
+    staging folder first, so an interrupted or failed run leaves the earlier figures, and says so."""
+    args = build_plot_parser(description, default_out_dir).parse_args(argv)
     figures_dir = args.out_dir / "figures"
     with exit_on_error(), output_lock(args.out_dir):
         try:
@@ -183,7 +162,7 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
             test = load_split(data_dir, dataset, "test", download=args.download)
             with staging_folder(figures_dir) as staged:
                 drawn = make_figures(model, state.get("history", []), test.images, test.labels, staged, spec,
-                                     args.num_images, args.seed, codes_per_epoch=find_code_history(ckpt, state))
+                                     args.num_images, args.seed, codes_per_epoch=latents.find_code_history(ckpt, state))
                 written = publish(drawn, figures_dir)
         except Signalled as stop:
             if stop.kept:  # from publish, which holds signals back: every figure was replaced

@@ -1,9 +1,8 @@
 """The networks both models share: the convolutional encoder trunk and the mirrored decoder.
 
-Default architecture (the original Keras project): four 3x3 convolutions with 32, 64, 64, 64
-filters and strides 1, 2, 2, 1, "same" padding, each Conv -> ReLU -> BatchNorm, flattened into a
-dense bottleneck. The decoder mirrors it with transposed convolutions and ends in one channel of
-logits (sigmoid gives pixel intensities; the Bernoulli loss uses the logits directly).
+Default (the original Keras project): four 3x3 convolutions, 32, 64, 64, 64 filters, strides 1, 2, 2, 1,
+"same" padding, each Conv -> ReLU -> BatchNorm, then a dense bottleneck; the decoder mirrors it with
+transposed convolutions and ends in one channel of logits (the Bernoulli loss uses them directly).
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from torch import nn
 
 from common.options import IntTuple, NumberRange, check_options, option
 
-# Bounds on the architecture, far above anything useful on 28 x 28 digits; they keep a typo or a
-# doctored checkpoint from asking for a network that does not fit in memory.
+# Far above anything useful on 28 x 28 digits: a typo or a doctored checkpoint cannot ask for a network
+# that does not fit in memory.
 MAX_LATENT_DIM = 1024
 MAX_FILTERS = 4096  # channels of one conv layer
 MAX_LAYERS = 16
@@ -43,14 +42,10 @@ class ConvNetConfig:
 
     def __post_init__(self) -> None:
         check_options(self)  # types and ranges, as for the flags
-        self.filters = tuple(self.filters)
-        self.kernel_sizes = tuple(self.kernel_sizes)
-        self.strides = tuple(self.strides)
+        self.filters, self.kernel_sizes, self.strides = map(tuple, (self.filters, self.kernel_sizes, self.strides))
         if not (len(self.filters) == len(self.kernel_sizes) == len(self.strides) >= 1):
-            raise ValueError(
-                "filters, kernel sizes and strides need the same number (>= 1) of entries, got "
-                f"{len(self.filters)}, {len(self.kernel_sizes)} and {len(self.strides)}"
-            )
+            raise ValueError("filters, kernel sizes and strides need the same number (>= 1) of entries, got "
+                             f"{len(self.filters)}, {len(self.kernel_sizes)} and {len(self.strides)}")
         for name, value, high in (("image_channels", self.image_channels, MAX_IMAGE_CHANNELS),
                                   ("image_size", self.image_size, MAX_IMAGE_SIZE)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
@@ -62,9 +57,8 @@ class ConvNetConfig:
                              f"{MAX_WEIGHTS:,}; use fewer filters or a smaller latent_dim")
 
     def weight_bound(self) -> int:
-        """An upper bound on the weights of any model built on this config, from the sizes alone:
-        encoder and decoder convolutions, and three latent_dim x flat-features layers (the decoder's
-        input layer and at most two encoder heads)."""
+        """An upper bound on the weights of any model on this config: the convolutions, and three
+        latent_dim x flat-features layers (the decoder's input and at most two encoder heads)."""
         channels = (self.image_channels, *self.filters)
         convs = sum(2 * (c_in * c_out * k * k + 3 * c_out)  # conv + BatchNorm, encoder and decoder
                     for c_in, c_out, k in zip(channels[:-1], channels[1:], self.kernel_sizes))
@@ -109,13 +103,11 @@ class ConvDecoder(nn.Module):
         sizes = config.feature_sizes()  # encoder sizes, input first
         self.feature_shape = (config.filters[-1], sizes[-1], sizes[-1])
         self.fc = nn.Linear(config.latent_dim + extra_inputs, config.filters[-1] * sizes[-1] ** 2)
-        # Walk the encoder backwards: layer i of the decoder undoes encoder layer n-1-i, so it maps
-        # that layer's output channels back to its input channels and its output size back to its
-        # input size. output_padding picks the exact size where ceil(size / stride) lost it.
+        # Walk the encoder backwards, each layer mapping an encoder layer's output channels and size back
+        # to its input's; output_padding restores the exact size where ceil(size / stride) lost it.
         channels = (config.image_channels, *config.filters)
         layers: list[nn.Module] = []
-        n = len(config.filters)
-        for i in reversed(range(n)):
+        for i in reversed(range(len(config.filters))):
             k, s = config.kernel_sizes[i], config.strides[i]
             size_in, size_out = sizes[i + 1], sizes[i]
             output_padding = size_out - ((size_in - 1) * s + 1)  # in [0, s - 1] by construction

@@ -1,9 +1,7 @@
-"""Config fields that are also command-line flags, each declared once.
+"""Config fields that are also command-line flags, each declared once with `option(default, help, ...)`.
 
-A config dataclass declares a flag with `option(default, help, ...)`; `add_options` turns every
-such field into an argparse flag (`latent_dim` -> `--latent-dim`, its help text followed by
-"(default: ...)"), and `merge_options` builds the config from the flags given, the checkpoint
-being resumed and the defaults. Fields declared with plain `dataclasses.field` are not flags.
+`add_options` makes the flags (`latent_dim` -> `--latent-dim`), `merge_options` builds a config from
+flags, the checkpoint resumed and defaults, `check_options` holds any config to the flags' rules.
 """
 
 from __future__ import annotations
@@ -17,20 +15,17 @@ from typing import Any
 
 from common.errors import TrainingError, short_repr
 
-# Upper bounds of the numeric flags, far above any sensible value and far below where a number
-# overflows a tensor size or torch's seed, so an absurd value is one argparse line, not a traceback.
-MAX_COUNT = 1_000_000  # a count of images, samples, steps or a batch size (MNIST has 70,000 images)
+# Bounds far above any sensible value and below where a tensor size or torch's seed overflows, so an
+# absurd value is one argparse line, not a traceback.
+MAX_COUNT = 1_000_000  # images, samples, steps or a batch size (MNIST has 70,000 images)
 MAX_EPOCHS = 10_000  # the defaults train 8
-# epoch_generator (common/data.py) seeds each epoch's shuffle with seed * 1_000_003 + epoch, which
-# must stay below 2**64, the most torch.Generator.manual_seed accepts: 2**44 * 1_000_003 < 2**64.
-MAX_SEED = 2**44 - 1
+MAX_SEED = 2**44 - 1  # data.epoch_generator seeds with seed * 1_000_003 + epoch, which must stay < 2**64
 
 
 @dataclass(frozen=True)
 class NumberRange:
-    """Parses a numeric flag and checks that it lies in [low, high] (or (low, high] with `low_open`).
-    The same object checks a value read back from a checkpoint (`problem`), so a file is held to
-    exactly the flags' rules."""
+    """Parses a numeric flag in [low, high] (or (low, high] with `low_open`); `problem` holds a value
+    read from a checkpoint to the same rule."""
 
     kind: type  # int or float
     low: float
@@ -63,8 +58,7 @@ class NumberRange:
             value = self.kind(text)
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {short_repr(text)}") from None
-        problem = self.problem(value)
-        if problem:
+        if problem := self.problem(value):
             raise argparse.ArgumentTypeError(problem)
         return value
 
@@ -89,8 +83,7 @@ class IntTuple:
             values = tuple(int(v) for v in text.replace(",", " ").split())
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {short_repr(text)}") from None
-        problem = self.problem(values)
-        if problem:
+        if problem := self.problem(values):
             raise argparse.ArgumentTypeError(problem)
         return values
 
@@ -105,9 +98,8 @@ int_tuple = IntTuple(1, MAX_COUNT, 64)
 
 def option(default: Any, help: str, *, parse: Callable[[str], Any] | None = None,
            choices: Sequence[str] | None = None, runtime: bool = False) -> Any:
-    """A dataclass field that is also a flag. `parse` converts and checks the flag's text (default:
-    the type of `default`); `runtime` marks settings that change how a run goes, not what it
-    computes, so `--resume` may change them."""
+    """A dataclass field that is also a flag. `parse` converts and checks its text (default: the type
+    of `default`); `runtime` marks how a run goes, not what it computes, so --resume may change it."""
     return dataclasses.field(default=default, metadata={
         "help": help, "parse": parse, "choices": tuple(choices) if choices else None, "runtime": runtime})
 
@@ -124,9 +116,8 @@ def _show(value: Any) -> str:
 
 def add_options(parser: argparse.ArgumentParser, config_cls: type, title: str,
                 shown_defaults: dict[str, str] | None = None) -> None:
-    """One flag per `option` field of `config_cls`, in a group called `title`. Every flag's
-    argparse default is None, so that `merge_options` can tell a flag given from one left out.
-    `shown_defaults` replaces the default printed in the help (e.g. a folder known only at run time)."""
+    """One flag per `option` field of `config_cls`, in a group `title`; argparse defaults are None, so
+    `merge_options` tells a flag given from one left out. `shown_defaults` overrides the help's default."""
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(config_cls):
         if "help" not in f.metadata:
@@ -142,21 +133,17 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, title: str,
 
 
 def merge_options(config_cls: type, args: argparse.Namespace, saved: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Field values for `config_cls`: explicit flag > checkpoint being resumed (`saved`) > default.
-
-    An explicit flag that contradicts the checkpoint is an error, except for runtime fields.
-    """
+    """Field values for `config_cls`: explicit flag > checkpoint being resumed (`saved`) > default;
+    a flag contradicting the checkpoint is an error, except for runtime fields."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(config_cls):
-        given = getattr(args, f.name, None)
+        given, old = getattr(args, f.name, None), f.default
         if saved is not None and f.name in saved:
             old = tuple(saved[f.name]) if isinstance(saved[f.name], list) else saved[f.name]
             if given is not None and not f.metadata.get("runtime") and given != old:
                 raise TrainingError(f"{flag_name(f.name)} {given} contradicts the checkpoint being resumed ({old}); "
                                     f"drop the flag or start a new run with --overwrite")
-            values[f.name] = given if given is not None else old
-        else:
-            values[f.name] = given if given is not None else f.default
+        values[f.name] = given if given is not None else old
     return values
 
 
@@ -175,11 +162,9 @@ def _problem(f: dataclasses.Field, value: Any) -> str | None:
 
 
 def check_options(config: Any) -> None:
-    """Raise ValueError naming the first flag field of the dataclass instance `config` whose value
-    no flag could have given (wrong type, out of range, not one of the choices). Configs call it
-    in __post_init__, so one rebuilt from a checkpoint is held to the flags' rules."""
+    """ValueError naming the first flag field of `config` whose value no flag could have given (type,
+    range, choices); configs call it in __post_init__."""
     for f in dataclasses.fields(config):
         if "help" in f.metadata:
-            problem = _problem(f, getattr(config, f.name))
-            if problem:
+            if problem := _problem(f, getattr(config, f.name)):
                 raise ValueError(f"{f.name} {problem}")

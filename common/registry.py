@@ -1,16 +1,13 @@
 """Which models exist and what every program needs of one: the model table and the model interface.
 
-MODELS is the one table every program reads: a checkpoint records its kind, and `load_model`,
-the comparison, the studies, the benchmark and the reproduction look the kind up here. The
-modules are imported by name when needed, so common/ never imports the model folders.
-Adding a model: its folder (model.py, train.py, plot.py) and one line in MODELS.
+A checkpoint records its kind, and every program looks it up in MODELS; modules are imported by
+name when needed, so common/ never imports the model folders. A new model: its folder and one line here.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -19,8 +16,8 @@ from torch import nn
 
 @runtime_checkable
 class GenerativeModel(Protocol):
-    """What train.py, plot.py and the comparison need of a model (an nn.Module). Every method takes
-    the digit labels y (N,), which only a conditional model uses; images are (N, C, H, W) in [0, 1]."""
+    """What train.py, plot.py and the comparison need of a model (an nn.Module). Every method takes the
+    digit labels y (N,), used only by a conditional model; images are (N, C, H, W) in [0, 1]."""
 
     config: Any  # the config dataclass it was built from (saved in checkpoints, rebuilt on load)
     latent_dim: int
@@ -63,13 +60,3 @@ def model_classes(kind: str) -> tuple[type[nn.Module], type]:
     entry = MODELS[kind]
     module = importlib.import_module(entry.module)
     return getattr(module, entry.model_class), getattr(module, entry.config_class)
-
-
-def train_module(kind: str) -> ModuleType:
-    """The kind's train.py, as a module (its main(argv) and loss_fn)."""
-    return importlib.import_module(f"{MODELS[kind].package}.train")
-
-
-def plot_module(kind: str) -> ModuleType:
-    """The kind's plot.py, as a module (its main(argv))."""
-    return importlib.import_module(f"{MODELS[kind].package}.plot")

@@ -7,10 +7,6 @@ history.json, run.json, latent-code snapshots, TensorBoard and the one line per 
         for epoch in run.epochs(train_data, test_data, step):
             ...  # train one epoch, evaluate
             run.save(model, optimizer, train_terms, test_terms, seconds)
-
-The run holds <out-dir>/.lock (common/lock.py) from before anything in the folder is looked at, so
-a second run into the same folder is refused. Ctrl-C or SIGTERM stops training between two steps
-with one line saying what was kept; a non-finite loss stops it the same way.
 """
 
 from __future__ import annotations
@@ -34,8 +30,7 @@ from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from common.cuda_graph import CudaGraphStep
 from common.device import autocast, get_device, resolve_precision, rng_state, set_rng_state
 from common.errors import CheckpointError, Signalled, TrainingError, WriteError, signals_deferred
-from common.files import check_writable, write_json
-from common.lock import output_lock
+from common.files import check_writable, output_lock, write_json
 from common.loop import Batch, NonFiniteLoss, TrainConfig, lr_at
 from common.machine import describe_run_environment
 from common.options import add_options, merge_options
@@ -58,29 +53,21 @@ def build_parser(description: str, config_cls: type, default_out_dir: Path) -> a
     return parser
 
 
-def format_terms(terms: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in terms.items() if k != "loss")
-
-
 class Run:
-    """One training run's records. Entering it takes the folder's lock and settles the settings (flags,
-    the checkpoint being resumed, defaults) and the device; `epochs()` holds SIGINT/SIGTERM back until
-    the loop checks them; leaving it turns a stop into one line naming what was kept."""
+    """One training run's records. Entering takes <out-dir>/.lock (a second run there is refused) and
+    settles the settings (flags, checkpoint resumed, defaults) and the device; `epochs()` defers SIGINT
+    and SIGTERM to the loop's checks; leaving turns a stop (a signal, a non-finite loss) into one line
+    naming what was kept."""
 
     def __init__(self, kind: str, config_cls: type, args: argparse.Namespace, default_out_dir: Path,
                  argv: list[str] | None):
-        self.kind = kind
-        self.config_cls = config_cls
-        self.args = args
+        self.kind, self.config_cls, self.args = kind, config_cls, args
         self.argv = sys.argv[1:] if argv is None else list(argv)
         self.out_dir = Path(args.out_dir if args.out_dir is not None else default_out_dir)
         self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
         self.history: list[dict[str, float]] = []
-        self.start_epoch = 0
-        self.epoch = 0
+        self.start_epoch = self.epoch = 0
         self._stack = contextlib.ExitStack()
-
-    # --- settings, device, lock and signals
 
     def __enter__(self) -> Run:
         with contextlib.ExitStack() as stack:
@@ -132,10 +119,8 @@ class Run:
         self.history = list(self.saved["history"])
         self.start_epoch = self.saved["epoch"]
 
-    # --- the epochs
-
     def epochs(self, train_data: Batch, test_data: Batch, step: object = None) -> Iterator[int]:
-        """The epochs still to train, from the first unfinished one; prints what runs where first."""
+        """The epochs still to train; first prints what runs where."""
         tc = self.train
         # from here on Ctrl-C and SIGTERM wait for the loop's next check (between two steps)
         self.check_stop = self._stack.enter_context(signals_deferred())
@@ -164,7 +149,7 @@ class Run:
                 yield epoch
 
     def lr_for_step(self, i: int) -> float:
-        """The learning rate of step i (0-based) of the current epoch: a pure function of the global step."""
+        """The learning rate of step i (0-based) of the current epoch (common/loop.lr_at)."""
         tc = self.train
         return lr_at((self.epoch - 1) * self.steps + i, tc.epochs * self.steps, tc.lr, tc.lr_schedule)
 
@@ -203,13 +188,13 @@ class Run:
                 write_json(self.out_dir / "run.json", self.run_info)
         except WriteError as err:  # disk full, folder removed, ...: names the file, which is left as it was
             raise TrainingError(f"{err}; training stopped and {self.kept}") from None
-        print(f"epoch {epoch}/{tc.epochs}  train loss {train_terms['loss']:.2f}  "
-              f"test loss {test_terms['loss']:.2f} ({format_terms(test_terms)})  "
-              f"{seconds:.1f}s, {record['images_per_second']:.0f} img/s", flush=True)
+        terms = ", ".join(f"{k} {v:.2f}" for k, v in test_terms.items() if k != "loss")
+        print(f"epoch {epoch}/{tc.epochs}  train loss {train_terms['loss']:.2f}  test loss {test_terms['loss']:.2f} "
+              f"({terms})  {seconds:.1f}s, {record['images_per_second']:.0f} img/s", flush=True)
 
     def _snapshot(self, model: nn.Module, step: int) -> None:
-        """The codes of the fixed test subset into latent_codes.npz; with TensorBoard also a grid of
-        decoded z ~ N(0, I) (the same z every epoch) and the codes for the projector."""
+        """The fixed test subset's codes into latent_codes.npz; with TensorBoard also decoded
+        z ~ N(0, I) (the same z every epoch) and the codes for the projector."""
         images, labels = self.test_data[0][self.subset], self.test_data[1][self.subset]
         codes = latents.encode_codes(model, images, labels=labels)
         latents.append_epoch(self.out_dir / latents.FILE_NAME, self.epoch, codes, labels, self.subset)
@@ -222,8 +207,6 @@ class Run:
     @property
     def result(self) -> dict[str, Any]:
         return {"checkpoint": self.ckpt_path, "history": self.history, "config": self.config, "train": self.train}
-
-    # --- leaving: a stop becomes one line naming what was kept
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -1,12 +1,7 @@
 """Optional TensorBoard logging for train.py --tensorboard: loss terms, sample grids, the latent projector.
 
-tensorboard is an optional extra (pip install -e .[tensorboard]), so nothing here imports it at module import
-time: `open_writer` does, and turns a missing package into one clear `TensorBoardUnavailable` message.
-
-    with open_writer(out_dir / "tensorboard") as writer:
-        log_terms(writer, "train", train_terms, step)
-        log_image_grid(writer, "samples", images, step)
-        log_embedding(writer, codes, labels, images, step)
+tensorboard is an optional extra, so only `open_writer` imports it, and a missing package is one
+`TensorBoardUnavailable` line saying how to install it.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import torch
 
 from common.errors import ProjectError
 
-if TYPE_CHECKING:  # annotations only: importing it for real would make tensorboard a hard dependency
+if TYPE_CHECKING:  # annotations only: a real import would make tensorboard a hard dependency
     from torch.utils.tensorboard import SummaryWriter
 
 INSTALL_HINT = "--tensorboard needs the tensorboard package: pip install -e .[tensorboard]"
@@ -34,14 +29,11 @@ class TensorBoardUnavailable(ProjectError):
 
 
 def open_writer(log_dir: str | os.PathLike[str], purge_step: int | None = None) -> SummaryWriter:
-    """A SummaryWriter writing into `log_dir` (created if missing).
-
-    `purge_step`: a resumed run passes the step of its checkpoint, so that events a crashed run wrote after
-    that checkpoint are dropped instead of showing as a second, overlapping curve.
-    """
+    """A SummaryWriter into `log_dir` (created if missing). A resumed run passes its checkpoint's
+    step as `purge_step`, so the events a crashed run logged after it do not overlap the new ones."""
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:  # ModuleNotFoundError is a subclass; torch raises ImportError when tensorboard is absent
+    except ImportError as err:  # what torch raises when tensorboard is absent
         raise TensorBoardUnavailable() from err
     path = Path(log_dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -49,33 +41,24 @@ def open_writer(log_dir: str | os.PathLike[str], purge_step: int | None = None) 
 
 
 def log_terms(writer: SummaryWriter, split: str, terms: dict[str, float], step: int) -> None:
-    """One scalar per loss term, tagged f"{split}/{name}" (e.g. "train/loss", "test/kl").
-
-    Non-finite values are logged as given, so that a diverging run shows up as NaN/inf in TensorBoard rather
-    than as a silently missing point; entries that are not numbers (bools included) are skipped.
-    """
+    """One scalar per loss term, tagged "{split}/{name}"; NaN and inf are logged (a diverging run
+    shows), entries that are not numbers (bools included) are skipped."""
     for name, value in terms.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            continue
-        writer.add_scalar(f"{split}/{name}", float(value), step)
+        if not isinstance(value, bool) and isinstance(value, numbers.Real):
+            writer.add_scalar(f"{split}/{name}", float(value), step)
 
 
 def log_image_grid(writer: SummaryWriter, tag: str, images: torch.Tensor, step: int, nrow: int = 10) -> None:
-    """`images` (N, 1, H, W) in [0, 1], on any device, as one grid image with white (1.0) separators."""
-    from torchvision.utils import make_grid  # torchvision is a core dependency; imported here to keep import cheap
+    """`images` (N, 1, H, W) in [0, 1] as one grid with white separators."""
+    from torchvision.utils import make_grid  # imported here to keep importing this module cheap
 
-    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    writer.add_image(tag, grid, step)
+    writer.add_image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0), step)
 
 
 def log_embedding(writer: SummaryWriter, codes: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
                   step: int, tag: str = "latent codes") -> None:
-    """Latent codes (N, d) for the TensorBoard projector, coloured by `labels` (N,), with `images` (N, 1, H, W)
-    as the sprite.
-
-    The projector needs at least 2 dimensions, so 1-D codes (d = 1) get a second column of zeros: the points
-    then lie on a line, in the order of their single coordinate.
-    """
+    """Codes (N, d) for the projector, coloured by `labels` (N,), `images` (N, 1, H, W) as sprites;
+    1-D codes get a zero second column (the projector needs two)."""
     mat = codes.detach().float().cpu()
     if mat.ndim == 2 and mat.shape[1] == 1:
         mat = torch.cat([mat, torch.zeros_like(mat)], dim=1)

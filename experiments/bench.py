@@ -58,8 +58,9 @@ from common.errors import ProjectError, exit_on_error
 from common.loop import COMPILE_MODES, LossFn, TrainConfig, evaluate, make_optimizer, make_step, train_one_epoch
 from common.machine import cpu_isa_features, cpu_model_name, isa_summary
 from common.options import NumberRange, positive_int, seed_int
-from common.registry import MODELS, model_classes, train_module
+from common.registry import MODELS, model_classes
 from common.speed import keep_freed_memory
+from experiments.runs import train_module
 
 REFERENCE_BATCH = 128
 # --steps, --warmup, --rounds: (steps + warmup) batches of random images are made up front

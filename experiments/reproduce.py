@@ -28,9 +28,8 @@ from common.device import DEVICES
 from common.errors import ProjectError, exit_on_error
 from common.loop import TrainConfig
 from common.options import epochs_int, positive_int, seed_int
-from common.registry import plot_module, train_module
 from experiments import compare, ship
-from experiments.runs import run_in_parallel, train_command, train_flags
+from experiments.runs import plot_module, run_in_parallel, train_command, train_flags, train_module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

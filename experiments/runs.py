@@ -8,6 +8,7 @@ threads; `python -m experiments.bench --choices` measures it).
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 
 from common.checkpoint import check_resumable, load_checkpoint
 from common.errors import Signalled, TrainingError
@@ -49,6 +51,16 @@ def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False,
 
 def train_command(kind: str, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", f"{MODELS[kind].package}.train", *flags]
+
+
+def train_module(kind: str) -> ModuleType:
+    """The kind's train.py, as a module (its main(argv) and loss_fn)."""
+    return importlib.import_module(f"{MODELS[kind].package}.train")
+
+
+def plot_module(kind: str) -> ModuleType:
+    """The kind's plot.py, as a module (its main(argv))."""
+    return importlib.import_module(f"{MODELS[kind].package}.plot")
 
 
 class Runs:

@@ -1,4 +1,4 @@
-"""common/lock.py: one process per output folder; a killed holder never blocks the next one."""
+"""common/files.output_lock: one process per output folder; a killed holder never blocks the next one."""
 
 import os
 import signal
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from common.errors import FolderInUse, WriteError
-from common.lock import LOCK_NAME, output_lock
+from common.files import LOCK_NAME, output_lock
 
 ROOT = Path(__file__).resolve().parent.parent  # where `python -c` finds common/
 HOLD = ("import sys, time\n"
-        "from common.lock import output_lock\n"
+        "from common.files import output_lock\n"
         "with output_lock(sys.argv[1]):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(600)\n")
@@ -72,7 +72,7 @@ def test_many_processes_racing_for_one_folder_hold_it_one_at_a_time(tmp_path):
     holders would interleave their start/end lines."""
     code = ("import os, sys, time\n"
             "from common.errors import FolderInUse\n"
-            "from common.lock import output_lock\n"
+            "from common.files import output_lock\n"
             "while True:\n"
             "    try:\n"
             "        with output_lock(sys.argv[1]):\n"

@@ -20,6 +20,7 @@ from common.loop import Batch, evaluate, make_optimizer, make_step, train_one_ep
 from common.model_figures import PlotSpec, code_range_axes, plot_main
 from common.options import option, positive_int
 from common.run import Run, build_parser
+from experiments.runs import plot_module, train_module
 from variational_autoencoder.model import bernoulli_nll
 
 
@@ -128,5 +129,5 @@ def test_every_registered_model_has_the_shared_interface():
         assert isinstance(model, registry.GenerativeModel), kind
         z = torch.zeros(3, model.latent_dim)
         assert model.decode(z).shape == (3, 1, 28, 28) and model.code(torch.zeros(3, 1, 28, 28)).shape == z.shape
-        assert registry.train_module(kind).main and registry.plot_module(kind).main
+        assert train_module(kind).main and plot_module(kind).main
     assert not isinstance(nn.Linear(2, 2), registry.GenerativeModel)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import stat
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from torch import nn
 from common.data import IMAGE_SIZE
 from common.device import get_device
 from common.errors import CheckpointError, DeviceError, short_repr
-from common.files import atomic_write
+from common.files import atomic_write, os_reason
 from common.loop import TrainConfig
 from common.options import MAX_EPOCHS
 from common.registry import MODELS, model_classes
@@ -70,10 +71,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         device = get_device(str(map_location))
     except DeviceError as err:
         raise CheckpointError(f"cannot load {path} onto {str(map_location)!r}: {err}") from None
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as err:  # a symbolic link loop, a file where a folder should be, no permission
+        raise CheckpointError(f"cannot read checkpoint {path}: {os_reason(err)}") from None
+    if stat.S_ISDIR(mode):
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path} is not a regular file")
     try:
         with path.open("rb") as f:
             head = f.read(len(ZIP_MAGIC))

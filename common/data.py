@@ -9,6 +9,7 @@ size must match, a gzipped one is inflated in chunks and refused once longer tha
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import math
 import os
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from common.errors import DataError
+from common.files import os_reason, removed_if_left_empty
 
 if TYPE_CHECKING:  # common.loop.TrainConfig, which imports this module
     from common.loop import TrainConfig as TrainSettings
@@ -41,6 +43,7 @@ _MAX_IDX_DIMS = 4
 _CHUNK = 1 << 20  # bytes inflated at a time from a gzipped file
 Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # one tensor, or several batched together
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # uint8, 3 dimensions (N, 28, 28); uint8, 1 dimension (N,)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,30 @@ def read_idx(path: str | os.PathLike, dtype: np.dtype | type | None = None,
     return np.frombuffer(data, dtype=found_dtype).reshape(found_shape)
 
 
+def _magic(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """The IDX magic number of a header: its type code in the third byte, its dimensions in the fourth."""
+    code = next(code for code, kind in _IDX_DTYPES.items() if np.dtype(kind) == dtype)
+    return code << 8 | len(shape)
+
+
+def _check_magic(path: Path, dtype: np.dtype, shape: tuple[int, ...], expected: int, what: str) -> None:
+    """A file whose magic number is not that of its kind is named with both numbers, and as the
+    other kind when it is one (a labels file where the images go, or the other way round)."""
+    found = _magic(dtype, shape)
+    if found != expected:
+        other = {IMAGES_MAGIC: ", as in an images file", LABELS_MAGIC: ", as in a labels file"}.get(found, "")
+        need = f"uint8, N x {IMAGE_SIZE} x {IMAGE_SIZE}" if expected == IMAGES_MAGIC else "uint8, N"
+        raise DataError(f"{path} has IDX magic number 0x{found:08X} ({dtype} data of shape {shape}{other}); "
+                        f"{what} need 0x{expected:08X} ({need})")
+
+
+def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
+    """<data_dir>/<MNIST or FashionMNIST>/raw, where the IDX files of `dataset` are."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    return Path(data_dir) / DATASETS[dataset] / "raw"
+
+
 def _find(folder: Path, name: str) -> Path | None:
     """The file `name` (or `name.gz`) in `folder`, or None; one that cannot be looked at or is not a
     file is an error, not "absent"."""
@@ -137,8 +164,9 @@ def _find(folder: Path, name: str) -> Path | None:
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as err:
-            raise DataError(f"cannot read {candidate}: {err.strerror} (check the permissions of {folder}/ "
-                            f"and the folders above it)") from None
+            hint = (f" (check the permissions of {folder}/ and the folders above it)"
+                    if err.errno in (errno.EACCES, errno.EPERM) else "")
+            raise DataError(f"cannot read {candidate}: {os_reason(err)}{hint}") from None
         if not stat.S_ISREG(mode):
             raise DataError(f"{candidate} is not a regular file")
         return candidate
@@ -161,14 +189,13 @@ def _download(data_dir: Path, dataset: str) -> None:
 def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str = "train", download: bool = True
                ) -> Split:
     """Load one split into memory, images scaled to [0, 1] once."""
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    folder = Path(data_dir) / DATASETS[dataset] / "raw"
+    folder = raw_folder(data_dir, dataset)
     names = SPLIT_FILES[split]
     paths = [_find(folder, name) for name in names]
     if any(p is None for p in paths) and download:
         try:
-            _download(Path(data_dir), dataset)
+            with removed_if_left_empty(folder):  # a failed download leaves no empty MNIST/raw/ behind
+                _download(Path(data_dir), dataset)
         except DataError as err:
             missing = ", ".join(n for n, p in zip(names, paths) if p is None)
             raise DataError(f"{dataset} not found in {folder}/ (expected {missing}) and download failed: {err}"
@@ -180,6 +207,7 @@ def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str =
                         f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)")
     image_path, label_path = paths
     dtype, shape = idx_header(image_path)  # headers first: nothing big is read before they pass
+    _check_magic(image_path, dtype, shape, IMAGES_MAGIC, "images")
     if len(shape) != 3 or shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or dtype != np.uint8:
         raise DataError(f"{image_path} holds images of shape {shape[1:]} ({dtype}); "
                         f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}")
@@ -189,6 +217,7 @@ def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str =
     if n > MAX_IMAGES:
         raise DataError(f"{image_path} announces {n:,} images; at most {MAX_IMAGES:,} are read")
     label_dtype, label_shape = idx_header(label_path)
+    _check_magic(label_path, label_dtype, label_shape, LABELS_MAGIC, "labels")
     if label_shape != (n,):
         raise DataError(f"{label_path} holds {label_shape} labels for {n} images")
     if label_dtype != np.uint8:

@@ -49,7 +49,7 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     """Originals on the top row, their reconstructions underneath."""
     n = len(originals)
     fig = Figure(figsize=(1.0 * n, 2.3))
-    axes = fig.subplots(2, n)
+    axes = fig.subplots(2, n, squeeze=False)  # (2, n) even for one digit
     for i in range(n):
         for row, imgs in enumerate((originals, reconstructions)):
             axes[row, i].imshow(np.asarray(imgs[i]).squeeze(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")

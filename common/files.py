@@ -8,9 +8,11 @@ linked folder on the way is followed). Every failure is a WriteError naming the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,9 +51,31 @@ class _RecordingFile:
         return getattr(self._f, name)
 
 
+SYMLINK_LOOP = "too many levels of symbolic links (a symbolic link loop)"
+
+
+def os_reason(err: OSError) -> str:
+    """Why the path in `err` could not be used, in words. mkdir says only "File exists" when a
+    folder's place holds a symbolic link that loops or leads nowhere, or a file; this says which."""
+    if isinstance(err, FileExistsError) and err.filename is not None:
+        try:
+            mode = os.stat(err.filename).st_mode
+        except OSError as inner:
+            if inner.errno == errno.ELOOP:
+                return SYMLINK_LOOP
+            if inner.errno == errno.ENOENT:
+                return "it is a symbolic link to something that does not exist"
+        else:
+            if not stat.S_ISDIR(mode):
+                return "a file is there, not a folder"
+    if err.errno == errno.ELOOP:
+        return SYMLINK_LOOP
+    return err.strerror or str(err) or type(err).__name__
+
+
 def _reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
-        return err.strerror
+        return os_reason(err)
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
 
@@ -115,7 +139,28 @@ def check_writable(folder: str | os.PathLike) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
+        raise WriteError(f"cannot write to output folder {folder}: {os_reason(err)}") from None
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(*folders: str | os.PathLike) -> Iterator[None]:
+    """For work that may fail before it writes anything: each of `folders`, and each folder above
+    it, that does not exist when the block starts and is empty when the block fails is removed,
+    deepest first, so a refused run leaves no folder behind that it created. A folder that holds
+    anything, or existed before, is kept."""
+    new: set[Path] = set()
+    for folder in map(Path, folders):
+        folder = folder.absolute()
+        while not os.path.lexists(folder) and folder != folder.parent:
+            new.add(folder)
+            folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty (something was written), or already gone
+                folder.rmdir()
+        raise
 
 
 @contextlib.contextmanager
@@ -129,7 +174,7 @@ def staging_folder(folder: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(stale, ignore_errors=True)
         staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     except OSError as err:
-        raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
+        raise WriteError(f"cannot write to output folder {folder}: {os_reason(err)}") from None
     try:
         yield staged
     finally:
@@ -166,7 +211,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise WriteError(f"cannot write to output folder {folder}: {err.strerror}") from None
+        raise WriteError(f"cannot write to output folder {folder}: {os_reason(err)}") from None
     path = folder / LOCK_NAME
     if fcntl is None:
         yield path

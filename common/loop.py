@@ -18,7 +18,7 @@ from torch import nn
 from common.data import BINARIZATIONS, DATASETS, iterate_batches
 from common.device import DEVICES, PRECISIONS, fork_rng
 from common.errors import TrainingError
-from common.options import check_options, epochs_int, option, positive_float, positive_int, seed_int
+from common.options import check_options, epochs_int, learning_rate, option, positive_int, seed_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, C, H, W) in [0, 1], labels (N,)
 LossFn = Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
@@ -33,7 +33,7 @@ class TrainConfig:
 
     epochs: int = option(8, "total epochs (on --resume: the total to reach)", parse=epochs_int, runtime=True)
     batch_size: int = option(128, "images per optimisation step", parse=positive_int)
-    lr: float = option(2e-3, "Adam learning rate (the peak, with a schedule)", parse=positive_float)
+    lr: float = option(2e-3, "Adam learning rate (the peak, with a schedule)", parse=learning_rate)
     lr_schedule: str = option("cosine", "constant, or cosine decay to 0 over --epochs, step by step",
                               choices=LR_SCHEDULES)
     seed: int = option(0, "seeds initialisation, shuffling and the VAE's noise", parse=seed_int)

@@ -16,10 +16,10 @@ import torch
 
 from common import figures, latents
 from common.checkpoint import load_for_inference
-from common.data import DATASETS, NUM_CLASSES, data_dir_for, load_split
+from common.data import DATASETS, NUM_CLASSES, data_dir_for, evaluation_split, load_split
 from common.device import DEVICES, get_device
-from common.errors import Signalled, exit_on_error
-from common.files import check_writable, output_lock, publish, staging_folder
+from common.errors import CheckpointError, Signalled, exit_on_error
+from common.files import check_writable, output_lock, publish, removed_if_left_empty, staging_folder
 from common.options import NumberRange, seed_int
 from common.registry import GenerativeModel
 
@@ -61,7 +61,8 @@ def build_plot_parser(description: str, default_out_dir: Path) -> argparse.Argum
     parser.add_argument("--checkpoint", type=Path, help="(default: <out-dir>/checkpoints/last.pt)")
     parser.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: the one used for training if it "
                                            "exists here, else data)")
-    parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the one used for training)")
+    parser.add_argument("--dataset", choices=tuple(DATASETS),
+                        help="the one the model was trained on, the only one it is drawn with (default: that one)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="(default: cpu)")
@@ -151,15 +152,19 @@ def plot_main(spec: PlotSpec, argv: list[str] | None, default_out_dir: Path, des
     staging folder first, so an interrupted or failed run leaves the earlier figures, and says so."""
     args = build_plot_parser(description, default_out_dir).parse_args(argv)
     figures_dir = args.out_dir / "figures"
-    with exit_on_error(), output_lock(args.out_dir):
+    with exit_on_error(), removed_if_left_empty(figures_dir), output_lock(args.out_dir):
         try:
             ckpt = args.checkpoint or args.out_dir / "checkpoints" / "last.pt"
             model, state = load_for_inference(ckpt, get_device(args.device), kind=spec.kind)
             train_cfg = state.get("train", {})
             data_dir = data_dir_for(args.data_dir, train_cfg)
-            dataset = args.dataset or train_cfg.get("dataset", "mnist")
+            dataset = train_cfg.get("dataset", "mnist")
+            if args.dataset not in (None, dataset):
+                raise CheckpointError(f"--dataset {args.dataset}: {ckpt} was trained on {dataset}; drop the flag")
             check_writable(figures_dir)  # before the slow part
-            test = load_split(data_dir, dataset, "test", download=args.download)
+            # the split the model was evaluated on: the fixed binary test set after --binarize dynamic
+            test = evaluation_split(load_split(data_dir, dataset, "test", download=args.download),
+                                    train_cfg.get("binarize", "none"))
             with staging_folder(figures_dir) as staged:
                 drawn = make_figures(model, state.get("history", []), test.images, test.labels, staged, spec,
                                      args.num_images, args.seed, codes_per_epoch=latents.find_code_history(ckpt, state))

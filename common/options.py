@@ -20,6 +20,7 @@ from common.errors import TrainingError, short_repr
 MAX_COUNT = 1_000_000  # images, samples, steps or a batch size (MNIST has 70,000 images)
 MAX_EPOCHS = 10_000  # the defaults train 8
 MAX_SEED = 2**44 - 1  # data.epoch_generator seeds with seed * 1_000_003 + epoch, which must stay < 2**64
+MAX_LR = 10.0  # Adam steps each weight by about lr: every run above 1 diverged; lr / (1 - 0.9) overflows float32 near 1e308
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,10 @@ class NumberRange:
     low_open: bool = False
 
     def span(self) -> str:
+        low, high = (f"{self.low:g}", f"{self.high:g}") if self.kind is float else (str(self.low), str(self.high))
         if self.high == math.inf:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"from {self.low} to {self.high}"
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"> {low} and <= {high}" if self.low_open else f"from {low} to {high}"
 
     def describe(self) -> str:
         return f"{'an integer' if self.kind is int else 'a finite number'} {self.span()}"
@@ -92,6 +94,7 @@ positive_int = NumberRange(int, 1, MAX_COUNT)
 epochs_int = NumberRange(int, 1, MAX_EPOCHS)
 seed_int = NumberRange(int, 0, MAX_SEED)
 positive_float = NumberRange(float, 0.0, math.inf, low_open=True)
+learning_rate = NumberRange(float, 0.0, MAX_LR, low_open=True)
 non_negative_float = NumberRange(float, 0.0, math.inf)
 int_tuple = IntTuple(1, MAX_COUNT, 64)
 

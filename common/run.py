@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from common.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from common.cuda_graph import CudaGraphStep
 from common.device import autocast, get_device, resolve_precision, rng_state, set_rng_state
 from common.errors import CheckpointError, Signalled, TrainingError, WriteError, signals_deferred
-from common.files import check_writable, output_lock, write_json
+from common.files import check_writable, output_lock, removed_if_left_empty, write_json
 from common.loop import Batch, NonFiniteLoss, TrainConfig, lr_at
 from common.machine import describe_run_environment
 from common.options import add_options, merge_options
@@ -71,6 +72,9 @@ class Run:
 
     def __enter__(self) -> Run:
         with contextlib.ExitStack() as stack:
+            # outermost, so that it runs after the lock is let go: a run that fails before its first
+            # checkpoint (no data, say) leaves none of the folders it made
+            stack.enter_context(removed_if_left_empty(self.ckpt_path.parent))
             stack.enter_context(output_lock(self.out_dir))
             self._settings()
             self.device = get_device(self.train.device)
@@ -88,6 +92,12 @@ class Run:
             check_resumable(path, self.saved)
         elif path.exists() and not args.overwrite:
             raise TrainingError(f"{path} already exists: pass --resume to continue it or --overwrite to replace it")
+        elif not args.overwrite:  # the records of a run whose checkpoint is gone (results/ae/, say)
+            records = [name for name in ("history.json", "run.json", latents.FILE_NAME)
+                       if os.path.lexists(self.out_dir / name)]
+            if records:
+                raise TrainingError(f"{self.out_dir} holds {', '.join(records)} of an earlier run but no "
+                                    f"checkpoint: pass --overwrite to replace them, or use another --out-dir")
         saved = self.saved
         train_values = merge_options(TrainConfig, args, saved.get("train", {}) if saved else None)
         train_values["out_dir"] = str(self.out_dir)

@@ -21,13 +21,19 @@ are trained on the training split the first time and cached in <out-dir>.
 Writes <out-dir>/ae_vs_vae.png (prior and GMM samples of both models, both latent scatters with
 the prior's 1σ and 2σ circles), latent_evolution.gif (both latent spaces forming, when the runs
 kept latent_codes.npz), aggregate_posterior.png (the VAE's q(z) next to N(0, I), for d = 2),
-cvae_latent.png (with --cvae) and metrics.json, and prints Markdown tables.
+cvae_latent.png (with --cvae) and metrics.json, and prints Markdown tables. An earlier comparison's
+outputs in <out-dir> are replaced only with --overwrite.
+
+Each checkpoint must fit its flag: --ae an autoencoder, --vae a VAE that is not conditional, --cvae a
+conditional one, all trained on the same data (dataset and binarization; --dataset, when given,
+must be theirs). Models trained with --binarize dynamic are measured on the fixed binary test set.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +44,10 @@ from torch import nn
 from tqdm import tqdm
 
 from common import figures
-from common.checkpoint import load_for_inference
-from common.data import DATASETS, NUM_CLASSES, Split, data_dir_for, load_split
+from common.data import DATASETS, NUM_CLASSES, Split, data_dir_for, evaluation_split, load_split, raw_folder
 from common.device import DEVICES, get_device
-from common.errors import exit_on_error, signals_deferred
-from common.files import write_json
+from common.errors import DataError, ProjectError, exit_on_error, signals_deferred
+from common.files import check_writable, removed_if_left_empty, write_json
 from common.latents import (
     balanced_labels,
     decode_codes,
@@ -51,7 +56,7 @@ from common.latents import (
     first_two_dims,
     uniform_in_box,
 )
-from common.options import positive_int, seed_int
+from common.options import MAX_COUNT, NumberRange, positive_int, seed_int
 from common.speed import keep_freed_memory_on
 from experiments import figures as study_figures
 from experiments.classifier import (
@@ -65,6 +70,7 @@ from experiments.metrics import (
     aggregate_log_density,
     class_entropy,
     confidence_stats,
+    estimate_images,
     frechet_distance_from_moments,
     gaussian_moments,
     iwae_nll,
@@ -76,14 +82,20 @@ from experiments.metrics import (
     reconstruction_metrics,
 )
 from experiments.samplers import fit_gmm, sample_gmm
+from experiments.slots import load_slot, same_data
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per panel
-REFERENCE_IMAGES = 10_000  # training images whose features are compared with the test set's (the "FID" floor)
+REFERENCE_IMAGES = 10_000  # at most this many training images' features are compared with the test set's ("FID" floor)
 GMM_COMPONENTS = 10
+# what metrics.json records of how each model was trained
+TRAINED_WITH = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "dataset", "binarize")
+sample_count = NumberRange(int, 2, MAX_COUNT)  # --num-samples
 # the IWAE estimate with these fewer samples too, from the same draws: what a cheaper k would cost
 IWAE_SMALLER_K = (1, 10, 100)
 # judge name -> largest blur of its training augmentation (pixels)
 JUDGES = {"blur": ClassifierTraining.max_blur_sigma, "sharp": 0.0}
+# what a comparison writes into --out-dir besides the judges' cache: replaced only with --overwrite
+OUTPUTS = ("metrics.json", "ae_vs_vae.png", "latent_evolution.gif", "aggregate_posterior.png", "cvae_latent.png")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,15 +109,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="(default: the VAE's training dataset)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="download the dataset when missing (default: true)")
-    parser.add_argument("--num-samples", type=positive_int, default=10_000,
-                        help="decoded samples per sample set judged by the classifiers (default: 10000)")
+    parser.add_argument("--num-samples", type=sample_count, default=10_000,
+                        help=f"decoded samples per sample set judged by the classifiers, {sample_count.span()}: "
+                             f"a Fréchet distance needs a covariance (default: 10000)")
     parser.add_argument("--iwae-k", type=positive_int, default=1000,
                         help="importance samples per image for the -log p(x) estimate (default: 1000)")
-    parser.add_argument("--iwae-images", type=positive_int, default=1000,
-                        help="test images for the -log p(x) estimate (default: 1000)")
+    parser.add_argument("--iwae-images", type=estimate_images, default=1000,
+                        help=f"test images for the -log p(x) estimate, {estimate_images.span()}: its standard "
+                             f"error needs two (default: 1000)")
     parser.add_argument("--judges", nargs="+", choices=tuple(JUDGES), default=list(JUDGES),
                         help="classifiers that judge the samples: trained on blurred or on sharp digits "
                              "(default: blur sharp)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the figures and metrics.json of an earlier comparison in --out-dir (the cached "
+                             "judges are reused either way)")
     parser.add_argument("--retrain-classifier", action="store_true",
                         help="train the judges again and replace their cached files")
     parser.add_argument("--classifier-epochs", type=positive_int, default=ClassifierTraining.epochs,
@@ -228,6 +245,9 @@ def format_tables(metrics: dict[str, Any]) -> str:
     settings = metrics["settings"]
     lines += ["", f"{settings['num_samples']} samples per set; real digits: the test set, and for the Fréchet "
                   f"distance {settings['reference_images']} training images against the test set."]
+    if settings.get("binarize", "none") != "none":
+        lines[-1] += (" The models were trained on binarized digits and are measured on the fixed binary test set; "
+                      "the judges see grey digits.")
     iwae = _lookup(models, ("vae", "likelihood", "iwae"))
     if iwae and iwae.get("by_k"):
         lines += ["", f"VAE IWAE −log p(x) with k = {iwae['k']}: {iwae['nll']:.2f}, standard error over the "
@@ -237,22 +257,40 @@ def format_tables(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_sizes(train: Split, test: Split, where: str) -> None:
+    """Enough images for every number of the comparison: a mixture of GMM_COMPONENTS components is
+    fitted to the training codes, and the Fréchet distances need two feature vectors at least."""
+    if len(train) < max(GMM_COMPONENTS, 2) or len(test) < 2:
+        raise DataError(f"{where} holds {len(train)} training and {len(test)} test images; the comparison needs "
+                        f"{GMM_COMPONENTS} training images at least (its mixtures have {GMM_COMPONENTS} components) "
+                        f"and 2 test images")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    with exit_on_error():
+    with exit_on_error(), removed_if_left_empty(args.out_dir):
+        earlier = [name for name in OUTPUTS if os.path.lexists(args.out_dir / name)]
+        if earlier and not args.overwrite:
+            raise ProjectError(f"{args.out_dir} holds an earlier comparison ({', '.join(earlier)}): pass --overwrite "
+                               f"to replace it, or use another --out-dir")
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         device = get_device(args.device)
         keep_freed_memory_on(device)  # the judges' training and the IWAE's decodes reuse their memory
-        ae, ae_state = load_for_inference(args.ae, device, kind="ae")
-        vae, vae_state = load_for_inference(args.vae, device, kind="vae")
-        cvae = load_for_inference(args.cvae, device, kind="vae")[0] if args.cvae else None
-        train_cfg = vae_state.get("train", {})
-        data_dir = data_dir_for(args.data_dir, train_cfg)
-        dataset = args.dataset or train_cfg.get("dataset", "mnist")
+        ae, ae_state = load_slot("--ae", args.ae, device, "ae")
+        vae, vae_state = load_slot("--vae", args.vae, device, "vae", conditional=False)
+        cvae, cvae_state = load_slot("--cvae", args.cvae, device, "vae", conditional=True) if args.cvae else (None, {})
+        trained = same_data({"--ae": ae_state, "--vae": vae_state, **({"--cvae": cvae_state} if args.cvae else {})},
+                            args.dataset)
+        dataset, binarize = trained["dataset"], trained["binarize"]
+        data_dir = data_dir_for(args.data_dir, vae_state.get("train", {}))
         test = load_split(data_dir, dataset, "test", download=args.download)
         train = load_split(data_dir, dataset, "train", download=args.download)
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+        check_sizes(train, test, f"{raw_folder(data_dir, dataset)}/")
+        # the models are measured on the split they were trained for (the fixed binary test set after
+        # --binarize dynamic); the judges see grey digits, as the decoded samples are
+        measured = evaluation_split(test, binarize)
+        check_writable(args.out_dir)
         judges: dict[str, tuple[DigitClassifier, dict[str, Any]]] = {}
         for judge in args.judges:
             judges[judge] = load_or_train_classifier(
@@ -265,12 +303,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         models: dict[str, dict[str, Any]] = {}
         test_codes: dict[str, torch.Tensor] = {}
+        states = {"ae": ae_state, "vae": vae_state, "cvae": cvae_state}
         for name, model, path in (("ae", ae, args.ae), ("vae", vae, args.vae), ("cvae", cvae, args.cvae)):
             if model is not None:
-                models[name], test_codes[name] = describe_model(model, test, args.batch_size)
-                models[name]["checkpoint"] = str(path)
+                models[name], test_codes[name] = describe_model(model, measured, args.batch_size)
+                train_settings = states[name].get("train", {})
+                models[name].update(checkpoint=str(path), epochs=states[name].get("epoch"), trained_with={
+                    key: train_settings[key] for key in TRAINED_WITH if key in train_settings})
         # the densities fitted after training see the training set's point codes (AE z, VAE mu)
-        train_codes = {name: encode_codes(model, train.images, args.batch_size) for name, model in
+        train_images = evaluation_split(train, binarize).images
+        train_codes = {name: encode_codes(model, train_images, args.batch_size) for name, model in
                        (("ae", ae), ("vae", vae))}
         samples, wanted = draw_samples(ae, vae, cvae, test_codes, train_codes, args.num_samples, args.seed,
                                        args.batch_size)
@@ -278,10 +320,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         t0 = time.perf_counter()
         judged: dict[str, dict[str, Any]] = {}
+        reference_images = min(REFERENCE_IMAGES, len(train))
         for judge, (classifier, _) in judges.items():
             test_out = classify(classifier, test.images, args.batch_size)
             moments = gaussian_moments(test_out.features.numpy())
-            real = classify(classifier, train.images[:REFERENCE_IMAGES], args.batch_size)
+            real = classify(classifier, train.images[:reference_images], args.batch_size)
             judged[judge] = {name: verdict(classify(classifier, images, args.batch_size), moments, wanted.get(name))
                              for name, images in tqdm(samples.items(), desc=f"judging ({judge})", unit="set",
                                                       leave=False, disable=None)}
@@ -292,13 +335,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seconds["judges"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        likelihood = neg_elbo(vae, test.images, args.batch_size, seed=args.seed)
+        likelihood = neg_elbo(vae, measured.images, args.batch_size, seed=args.seed)
         n_iwae = min(args.iwae_images, len(test))
         print(f"IWAE bound: k={args.iwae_k} on {n_iwae} test images ...", flush=True)
-        likelihood["iwae"] = iwae_nll(vae, test.images[:n_iwae], args.iwae_k, seed=args.seed,
+        likelihood["iwae"] = iwae_nll(vae, measured.images[:n_iwae], args.iwae_k, seed=args.seed,
                                       smaller_k=IWAE_SMALLER_K)
         models["vae"]["likelihood"] = likelihood
-        posteriors = {name: posterior_parameters(model, test.images, args.batch_size, labels=test.labels)
+        posteriors = {name: posterior_parameters(model, measured.images, args.batch_size, labels=test.labels)
                       for name, model in (("vae", vae), ("cvae", cvae)) if model is not None}
         for name, (mu, logvar) in posteriors.items():
             models[name]["posterior"] = posterior_diagnostics(mu, logvar, seed=args.seed)
@@ -309,14 +352,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "prior_radius_95": {name: prior_radius(r["latent_dim"]) for name, r in models.items()},
             "classifiers": {judge: {k: v for k, v in info.items() if k != "format_version"}
                             for judge, (_, info) in judges.items()},
-            "settings": {"data_dir": str(data_dir), "dataset": dataset, "num_samples": args.num_samples,
+            "settings": {"data_dir": str(data_dir), "dataset": dataset, "binarize": binarize,
+                         "train_images": len(train), "test_images": len(test), "num_samples": args.num_samples,
                          "iwae_k": args.iwae_k, "iwae_images": n_iwae, "seed": args.seed, "device": str(device),
-                         "reference_images": REFERENCE_IMAGES, "gmm_components": GMM_COMPONENTS},
+                         "reference_images": reference_images, "gmm_components": GMM_COMPONENTS},
             "seconds": seconds,
         }
         with signals_deferred():  # SIGINT/SIGTERM wait: the figures and metrics.json are written together
             written = draw_figures(args, samples, test_codes, test.labels, posteriors, ae_state, vae_state)
             write_json(args.out_dir / "metrics.json", _finite(metrics))
+            for name in OUTPUTS:  # with --overwrite: what the earlier comparison drew and this one did not
+                if args.out_dir / name not in [*written, args.out_dir / "metrics.json"]:
+                    (args.out_dir / name).unlink(missing_ok=True)
     print(format_tables(metrics))
     for path in [*written, args.out_dir / "metrics.json"]:
         print(path)

@@ -13,7 +13,10 @@ how the estimate of the best size moves with k.
 
 Each size trains into <out-dir>/latent_<d>/ through train.py (--jobs N runs N sizes at once as
 subprocesses); a size whose checkpoint already has --epochs epochs is not trained again, and an
-unfinished one is resumed, so re-running is cheap.
+unfinished one is resumed, so re-running is cheap. Only a run trained with exactly these settings
+(train.py's defaults and the flags given here) is reused: one with others (another --lr, say) is
+refused, and so is a study.json made with other settings (besides a smaller --epochs, which the
+runs are extended from); --overwrite retrains such runs and replaces the study.
 Writes <out-dir>/latent_study.png (both numbers against latent size), <out-dir>/latent_samples.png
 (decoded z ~ N(0, I) for each size) and <out-dir>/study.json, and prints a Markdown table.
 """
@@ -21,6 +24,8 @@ Writes <out-dir>/latent_study.png (both numbers against latent size), <out-dir>/
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +35,21 @@ from common import figures
 from common.checkpoint import load_for_inference
 from common.data import BINARIZATIONS, DATASETS, evaluation_split, load_split
 from common.device import DEVICES, get_device
-from common.errors import exit_on_error, signals_deferred
+from common.errors import CheckpointError, DataError, TrainingError, exit_on_error, signals_deferred
 from common.files import write_json
 from common.latents import decode_codes
 from common.loop import TrainConfig
 from common.nets import MAX_LATENT_DIM
-from common.options import NumberRange, epochs_int, positive_float, positive_int, seed_int
+from common.options import NumberRange, epochs_int, learning_rate, positive_int, seed_int
 from common.speed import keep_freed_memory_on
 from experiments import figures as study_figures
-from experiments.metrics import iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
-from experiments.runs import run_in_parallel, train_command, train_flags
+from experiments.metrics import estimate_images, iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
+from experiments.runs import default_settings, run_in_parallel, train_command, train_flags
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
+# what each row records of how its model was trained (its checkpoint's settings, reused or not)
+TRAINED_WITH = ("epochs", "lr", "batch_size", "lr_schedule", "seed", "dataset", "binarize")
 EVAL_BATCH = 1000  # images per inference batch
 
 
@@ -54,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                         help=f"epochs for every size (default: {TrainConfig.epochs}, train.py's)")
     parser.add_argument("--batch-size", type=positive_int, help="training batch size (default: train.py's)")
-    parser.add_argument("--lr", type=positive_float, help="peak learning rate (default: train.py's)")
+    parser.add_argument("--lr", type=learning_rate,
+                        help=f"peak learning rate, {learning_rate.span()} (default: train.py's)")
     parser.add_argument("--binarize", choices=BINARIZATIONS, default="none",
                         help="none: grey levels; dynamic: binarized MNIST as in Burda et al. 2016 (default: none)")
     parser.add_argument("--jobs", type=NumberRange(int, 1, 64), default=1,
@@ -71,21 +79,78 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: cuda, then mps, then cpu)")
     parser.add_argument("--iwae-k", type=positive_int, default=1000,
                         help="importance samples per image for -log p(x) (default: 1000)")
-    parser.add_argument("--iwae-images", type=positive_int, default=1000,
-                        help="test images for the -log p(x) estimate (default: 1000; 10000: all)")
+    parser.add_argument("--iwae-images", type=estimate_images, default=1000,
+                        help=f"test images for the -log p(x) estimate, {estimate_images.span()} (default: 1000; "
+                             f"10000: all)")
     parser.add_argument("--k-sweep", type=positive_int, nargs="*", default=[],
                         help="also estimate -log p(x) of the best size with each of these k (default: none)")
-    parser.add_argument("--k-sweep-images", type=positive_int, default=1000,
-                        help="test images for the k sweep (default: 1000)")
+    parser.add_argument("--k-sweep-images", type=estimate_images, default=1000,
+                        help=f"test images for the k sweep, {estimate_images.span()} (default: 1000)")
     parser.add_argument("--final-k", type=positive_int,
                         help="also estimate -log p(x) of the best size with this k on the --iwae-images "
                              "(the published protocol: 5000 on all 10000; default: none)")
-    return parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a study.json made with other settings, and retrain the sizes trained with "
+                             "other settings (those trained with these are reused)")
+    args = parser.parse_args(argv)
+    if len(set(args.latent_dims)) != len(args.latent_dims):
+        parser.error(f"--latent-dims must be distinct, got {' '.join(map(str, args.latent_dims))}")
+    return args
+
+
+def expected_settings(latent_dim: int, args: argparse.Namespace) -> dict[str, object]:
+    """What a run of this study at `latent_dim` was trained with (train.py's defaults otherwise)."""
+    given = {"latent_dim": latent_dim, "seed": args.seed, "dataset": args.dataset, "binarize": args.binarize}
+    given.update({name: value for name, value in (("lr", args.lr), ("batch_size", args.batch_size))
+                  if value is not None})
+    return default_settings("vae", **given)
+
+
+def study_settings(args: argparse.Namespace, test_images: int | None) -> dict[str, Any]:
+    """How the study ran, as study.json records it (the device apart): the settings every size is
+    trained with (train.py's defaults where no flag was given) and the evaluation's, with the image
+    counts used (at most the test split's `test_images`)."""
+    def used(n: int) -> int:
+        return min(n, test_images) if test_images else n
+
+    trained = expected_settings(args.latent_dims[0], args)
+    return {"epochs": args.epochs, "dataset": args.dataset, "seed": args.seed, "binarize": args.binarize,
+            "lr": trained["lr"], "batch_size": trained["batch_size"], "latent_dims": list(args.latent_dims),
+            "iwae_k": args.iwae_k, "iwae_images": used(args.iwae_images), "k_sweep": list(args.k_sweep),
+            "k_sweep_images": used(args.k_sweep_images) if args.k_sweep else None, "final_k": args.final_k,
+            "test_images": test_images}
+
+
+def check_earlier_study(path: Path, args: argparse.Namespace) -> None:
+    """A study.json already at `path` is replaced only when it records the same study (its runs
+    may be extended to more epochs), or with --overwrite."""
+    if args.overwrite or not os.path.lexists(path):
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        wanted = study_settings(args, old.get("test_images"))
+        differ = [name for name in wanted if name not in ("epochs", "test_images") and old.get(name) != wanted[name]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        differ = ["(unreadable)"]
+    if differ:
+        what = ("it cannot be read" if differ == ["(unreadable)"] else
+                f"{differ[0]} {old.get(differ[0])!r}, not {wanted[differ[0]]!r}")
+        raise TrainingError(f"{path} records a study with other settings ({what}): pass --overwrite to replace it "
+                            f"(sizes trained with these settings are reused), or use another --out-dir")
 
 
 def train_flags_for(latent_dim: int, run_dir: Path, args: argparse.Namespace) -> list[str] | None:
-    """train.py's flags for one latent size, or None when its run is already complete."""
-    flags = train_flags(run_dir / "checkpoints" / "last.pt", args.epochs, "vae")
+    """train.py's flags for one latent size, or None when its run is already complete; a run made
+    with other settings is refused, or with --overwrite retrained."""
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    try:
+        flags = train_flags(ckpt, args.epochs, "vae", expected=expected_settings(latent_dim, args))
+    except (TrainingError, CheckpointError):
+        if not args.overwrite:
+            raise
+        print(f"latent {latent_dim}: {ckpt} is not a run of this study; retrained from scratch (--overwrite)",
+              flush=True)
+        flags = ["--overwrite"]
     if flags is None:
         print(f"latent {latent_dim}: {run_dir} already has {args.epochs} epochs, not retrained", flush=True)
         return None
@@ -98,17 +163,21 @@ def train_flags_for(latent_dim: int, run_dir: Path, args: argparse.Namespace) ->
     return [*argv, *flags]
 
 
-def train_sizes(args: argparse.Namespace) -> dict[int, Path]:
-    """Train (or finish) every latent size through train.py; returns their checkpoints."""
+def train_sizes(args: argparse.Namespace) -> tuple[dict[int, Path], dict[int, str]]:
+    """Train (or finish) every latent size through train.py; returns their checkpoints and what
+    this run did to each ("reused", "resumed" or "trained")."""
     runs = {d: args.out_dir / f"latent_{d}" for d in args.latent_dims}
-    todo = [(d, flags) for d in runs if (flags := train_flags_for(d, runs[d], args)) is not None]
+    plan = {d: train_flags_for(d, runs[d], args) for d in runs}  # every size checked before any trains
+    todo = [(d, flags) for d, flags in plan.items() if flags is not None]
     if args.jobs > 1:
         run_in_parallel([(f"d={d}", train_command("vae", flags)) for d, flags in todo], args.jobs,
                         share_cores=args.device in ("auto", "cpu") and not torch.cuda.is_available())
     else:
         for _, flags in todo:
             vae_train.main(flags)
-    return {d: run / "checkpoints" / "last.pt" for d, run in runs.items()}
+    done = {d: "reused" if flags is None else "resumed" if "--resume" in flags else "trained"
+            for d, flags in plan.items()}
+    return {d: run / "checkpoints" / "last.pt" for d, run in runs.items()}, done
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -138,9 +207,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with exit_on_error():
         device = get_device(args.device)
         keep_freed_memory_on(device)  # the IWAE's decodes reuse their memory (common/host_memory.py)
-        checkpoints = train_sizes(args)
+        check_earlier_study(args.out_dir / "study.json", args)
+        checkpoints, done = train_sizes(args)
 
         test = evaluation_split(load_split(args.data_dir, args.dataset, "test", download=args.download), args.binarize)
+        if len(test) < 2:
+            raise DataError(f"the {args.dataset} test split holds {len(test)} image; the study's standard errors "
+                            f"need 2 at least")
         x_iwae = test.images[: args.iwae_images]
         rows, panels = [], []
         for d, ckpt in checkpoints.items():
@@ -149,15 +222,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             terms = neg_elbo(model, test.images, EVAL_BATCH, seed=args.seed)
             iwae = iwae_nll(model, x_iwae, args.iwae_k, seed=args.seed)
             posterior = posterior_diagnostics(*posterior_parameters(model, test.images, EVAL_BATCH), seed=args.seed)
+            trained_with = {k: v for k, v in state["train"].items() if k in TRAINED_WITH}
             rows.append({"latent_dim": d, **terms, "iwae": iwae, "posterior": posterior, "epochs": state["epoch"],
-                         "checkpoint": str(ckpt),
+                         "checkpoint": str(ckpt), "this_run": done[d], "trained_with": trained_with,
                          "train_seconds": sum(h.get("train_seconds", 0.0) for h in state["history"])})
             z = torch.randn(GRID * GRID, d, generator=torch.Generator().manual_seed(args.seed))
             panels.append((f"d = {d}", decode_codes(model, z).numpy()))
 
-        settings = {"epochs": args.epochs, "dataset": args.dataset, "seed": args.seed, "binarize": args.binarize,
-                    "lr": args.lr, "batch_size": args.batch_size, "iwae_k": args.iwae_k, "iwae_images": len(x_iwae),
-                    "device": str(device)}
+        settings = {**study_settings(args, len(test)), "device": str(device)}
         write_json(args.out_dir / "study.json", {"rows": rows, "settings": settings})  # kept if a later step fails
         best = min(rows, key=lambda r: r["neg_elbo"])
         if args.k_sweep or args.final_k:

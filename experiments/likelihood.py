@@ -10,17 +10,18 @@ IWAE estimate is reported with its standard error over the images; --out writes 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from common.checkpoint import load_for_inference
 from common.data import data_dir_for, evaluation_split, load_split
 from common.device import DEVICES, get_device
-from common.errors import CheckpointError, exit_on_error
+from common.errors import CheckpointError, DataError, ProjectError, exit_on_error
 from common.files import write_json
 from common.options import positive_int, seed_int
 from common.speed import keep_freed_memory_on
-from experiments.metrics import iwae_nll, neg_elbo
+from experiments.metrics import estimate_images, iwae_nll, neg_elbo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,17 +31,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "here, else data)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download the dataset when missing (default: true)")
-    p.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples per image (default: 1000)")
-    p.add_argument("--iwae-images", type=positive_int, help="the first N test images (default: all)")
+    p.add_argument("--iwae-images", type=estimate_images,
+                   help=f"the first N test images, {estimate_images.span()} (default: all)")
     p.add_argument("--seed", type=seed_int, default=0, help=f"the estimates' noise, {seed_int.span()} (default: 0)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
+    p.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
+        if args.out is not None and os.path.lexists(args.out) and not args.overwrite:
+            raise ProjectError(f"{args.out} already exists: pass --overwrite to replace it, or another --out")
         model, state = load_for_inference(args.checkpoint, device := get_device(args.device), kind="vae")
         keep_freed_memory_on(device)  # the IWAE's decodes reuse their memory (common/speed.py)
         if model.config.conditional:
@@ -51,6 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         dataset = train.get("dataset", "mnist")
         test = load_split(data_dir_for(args.data_dir, train), dataset, "test", download=args.download)
         test = evaluation_split(test, binarize)
+        if len(test) < 2:
+            raise DataError(f"the {dataset} test split holds {len(test)} image; the estimates' standard error needs "
+                            f"2 at least")
         x = test.images[: args.iwae_images]
         print(f"{args.checkpoint}: d = {model.latent_dim}, {dataset} ({'binarized' if binarize != 'none' else 'grey'}"
               f" test set), IWAE k = {args.iwae_k} on {len(x)} images ...", flush=True)

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.data import iterate_batches, with_optional_labels
+from common.options import MAX_COUNT, NumberRange
 from variational_autoencoder.model import (
     LOG_2PI,
     elbo_terms,
@@ -39,6 +40,9 @@ from variational_autoencoder.model import (
     mean_squared_error,
     reparameterize,
 )
+
+# --iwae-images and the like: a standard error over the images needs two of them
+estimate_images = NumberRange(int, 2, MAX_COUNT)
 
 # (x, z) -> log p(x | z), one value per row: x (M, ...), z (M, latent_dim) -> (M,)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -13,7 +13,9 @@ differences grow over 3,750 optimiser steps into a different trajectory. So a si
 pair mostly measures that chaos; the mean over seeds measures what bf16 itself costs.
 
 Runs go to --out-dir/vae_{precision} (seed 0) and vae_{precision}_seed{S}; a run already trained
-to the requested epochs is reused, one trained part-way is resumed, one trained longer is refused.
+to the requested epochs is reused, one trained part-way is resumed, one trained longer, or with
+settings other than train.py's defaults and its seed and precision, is refused (--overwrite
+retrains every run from scratch).
 The table is also written to --out-dir/summary.json.
 """
 
@@ -32,8 +34,8 @@ from common.device import DEVICES
 from common.errors import TrainingError, exit_on_error
 from common.files import write_json
 from common.loop import TrainConfig
-from common.options import epochs_int, positive_int, seed_int
-from experiments.runs import run_in_parallel, train_command, train_flags
+from common.options import NumberRange, epochs_int, seed_int
+from experiments.runs import default_settings, run_in_parallel, train_command, train_flags
 
 PRECISIONS = ("bf16", "fp32")
 
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=epochs_int, default=TrainConfig.epochs,
                    help=f"(default: {TrainConfig.epochs}, train.py's default)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
-    p.add_argument("--jobs", type=positive_int, default=None,
+    p.add_argument("--jobs", type=NumberRange(int, 1, 64), default=None,
                    help="runs at once, sharing the CPU cores (default: 2 on a CPU with 2+ cores, else 1)")
     p.add_argument("--overwrite", action="store_true", help="retrain every run from scratch")
     p.add_argument("--no-download", dest="download", action="store_false",
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             for precision in PRECISIONS:
                 out = run_dir(args.out_dir, precision, seed)
-                flags = train_flags(out / "checkpoints" / "last.pt", args.epochs, "vae", args.overwrite)
+                flags = train_flags(out / "checkpoints" / "last.pt", args.epochs, "vae", args.overwrite,
+                                    expected=default_settings("vae", seed=seed, precision=precision))
                 if flags is None:
                     print(f"{out}: already trained, reused", flush=True)
                     continue

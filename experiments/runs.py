@@ -8,6 +8,7 @@ threads; `python -m experiments.bench --choices` measures it).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import signal
@@ -20,7 +21,31 @@ from types import ModuleType
 
 from common.checkpoint import check_resumable, load_checkpoint
 from common.errors import Signalled, TrainingError
-from common.registry import MODELS
+from common.loop import TrainConfig
+from common.registry import MODELS, model_classes
+
+
+def default_settings(kind: str, **given: object) -> dict[str, object]:
+    """What train.py records for a run of `kind` started with its defaults and the flags in `given`
+    (field name -> value): every model-config field and every training setting that changes what
+    is computed, not the runtime ones (device, out_dir, ...) unless given. For
+    train_flags(expected=...), so that a study reuses only a run it would have trained itself."""
+    _, config_cls = model_classes(kind)
+    fields = [f for cls in (config_cls, TrainConfig) for f in dataclasses.fields(cls) if "help" in f.metadata]
+    unknown = set(given) - {f.name for f in fields}
+    if unknown:
+        raise ValueError(f"not a setting of train.py: {', '.join(sorted(unknown))}")
+    return {**{f.name: f.default for f in fields if not f.metadata.get("runtime")}, **given}
+
+
+def saved_settings(state: dict[str, object]) -> dict[str, object]:
+    """A checked checkpoint's model config and training settings as train.py would rebuild them:
+    the defaults of fields the file predates filled in, sequences as tuples."""
+    _, config_cls = model_classes(state["kind"])
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train = state.get("train") if isinstance(state.get("train"), dict) else {}
+    return {**dataclasses.asdict(config_cls(**state["config"])),
+            **dataclasses.asdict(TrainConfig(**{k: v for k, v in train.items() if k in names}))}
 
 
 def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False,
@@ -37,9 +62,9 @@ def train_flags(ckpt: Path, epochs: int, kind: str, overwrite: bool = False,
     state = load_checkpoint(ckpt, kind=kind)
     if "epoch" not in state:
         check_resumable(ckpt, state)  # weights only: says so
-    saved = {**state.get("config", {}), **state.get("train", {})}
+    saved = saved_settings(state)
     for name, value in (expected or {}).items():
-        if saved.get(name) != value:
+        if saved.get(name) != (tuple(value) if isinstance(value, list) else value):
             raise TrainingError(f"{ckpt} was trained with {name} {saved.get(name)!r}, not {value!r}: pass "
                                 f"--overwrite to retrain it, or another --out-dir")
     done = state["epoch"]

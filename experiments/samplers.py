@@ -9,8 +9,12 @@ from sklearn.mixture import GaussianMixture
 
 
 def fit_gmm(codes: torch.Tensor | np.ndarray, components: int = 10, seed: int = 0) -> GaussianMixture:
-    """A Gaussian mixture with full covariances fitted by EM (scikit-learn) to (N, d) codes, in float64."""
-    gmm = GaussianMixture(n_components=components, covariance_type="full", random_state=seed)
+    """A Gaussian mixture with full covariances fitted by EM (scikit-learn) to (N, d) codes, in float64.
+    scikit-learn takes seeds below 2**32; a larger one (the flags allow up to 2**44 - 1) is mapped
+    into that range by numpy's SeedSequence, and a smaller one is used as it is (the same mixtures
+    as before)."""
+    state = seed if seed < 2**32 else int(np.random.SeedSequence(seed).generate_state(1)[0])
+    gmm = GaussianMixture(n_components=components, covariance_type="full", random_state=state)
     return gmm.fit(np.asarray(codes, dtype=np.float64))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from common.errors import ProjectError, exit_on_error
 from common.files import atomic_write, write_json
 
+OUTPUTS = ("summary.json", "summary.md")  # what --out-dir receives
 # (label, key, format, higher is better) for each column of the samples table
 SAMPLE_METRICS = [
     ("mean confidence", "mean_confidence", ".3f", True),
@@ -45,8 +47,14 @@ CLAIMS = [
 ]
 
 
+# settings the pooled comparisons must share (their value in a file that predates them): numbers
+# from other data or other estimators are not draws of one quantity
+SHARED_SETTINGS = {"dataset": "mnist", "binarize": "none", "num_samples": None, "iwae_k": None, "iwae_images": None}
+
+
 def read_runs(paths: list[Path]) -> list[dict[str, Any]]:
-    runs = []
+    runs: list[dict[str, Any]] = []
+    seen: dict[str, tuple[Path, Any]] = {}
     for path in dict.fromkeys(paths):  # a file named twice counts once
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
@@ -54,6 +62,13 @@ def read_runs(paths: list[Path]) -> list[dict[str, Any]]:
             raise ProjectError(f"cannot read {path}: {err}") from None
         if not isinstance(metrics, dict) or not isinstance(metrics.get("samples"), dict):
             raise ProjectError(f"{path} is not a metrics.json of experiments.compare (no samples)")
+        settings = metrics.get("settings") if isinstance(metrics.get("settings"), dict) else {}
+        for key, default in SHARED_SETTINGS.items():
+            value = settings.get(key, default)
+            first_path, first = seen.setdefault(key, (path, value))
+            if value != first:
+                raise ProjectError(f"{first_path} and {path} were compared with different {key} ({first!r} and "
+                                   f"{value!r}); their numbers cannot be pooled")
         runs.append(metrics)
     if len(runs) < 2:
         raise ProjectError(f"need the metrics of at least 2 runs, got {len(runs)}")
@@ -141,15 +156,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                             "claim holds.")
     p.add_argument("metrics", type=Path, nargs="+", help="metrics.json files written by experiments.compare")
     p.add_argument("--out-dir", type=Path, help="also write summary.md and summary.json there (default: print only)")
+    p.add_argument("--overwrite", action="store_true", help="replace summary.md and summary.json in --out-dir")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
+        earlier = [name for name in OUTPUTS if args.out_dir is not None and os.path.lexists(args.out_dir / name)]
+        if earlier and not args.overwrite:
+            raise ProjectError(f"{args.out_dir} holds an earlier summary ({', '.join(earlier)}): pass --overwrite to "
+                               f"replace it, or use another --out-dir")
         text = format_summary(summary := summarise(read_runs(args.metrics)))
         if args.out_dir is not None:
-            args.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(args.out_dir / "summary.json", summary)
             atomic_write(args.out_dir / "summary.md", lambda f: f.write((text + "\n").encode("utf-8")))
     print(text)

@@ -70,7 +70,12 @@ def test_compare_end_to_end(tmp_path, tiny_mnist, checkpoints, capsys):
     assert len(table) == 2 + len(compare.MODEL_ROWS) + 2 * (2 + len(sets))
     assert all(line.count("|") == 5 for line in table[:2 + len(compare.MODEL_ROWS)])  # metric + 3 models
 
-    compare.main(argv)  # second run: the cached classifiers
+    assert metrics["settings"]["reference_images"] == 96  # the whole training split: fewer than 10,000
+    assert models["cvae"]["epochs"] == 1 and models["vae"]["trained_with"]["batch_size"] == 32
+    assert (metrics["settings"]["train_images"], metrics["settings"]["test_images"]) == (96, 40)
+    assert "distance 96 training images against the test set" in printed
+
+    compare.main([*argv, "--overwrite"])  # second run: the cached classifiers
     assert "classifier: trained" not in capsys.readouterr().out
 
 
@@ -104,3 +109,112 @@ def test_compare_refuses_weights_that_give_nan_with_one_line(tmp_path, tiny_mnis
     message = str(exc.value.code)
     assert message.startswith("error:") and "\n" not in message and expect in message
     assert not (out / "metrics.json").exists() and not (out / "ae_vs_vae.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# each checkpoint against its slot; an earlier comparison kept unless --overwrite
+
+SMALL = ["--filters", "4,4,4,4"]
+ARGS = ["--num-samples", "30", "--iwae-k", "2", "--iwae-images", "8", "--classifier-epochs", "1", "--device", "cpu",
+        "--batch-size", "16", "--no-download"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Checkpoints of tiny models: an AE, a VAE, a conditional VAE (MNIST), a binarized VAE, and an
+    AE trained on Fashion-MNIST; with the data folder that holds both datasets."""
+    from conftest import write_mnist
+
+    root = tmp_path_factory.mktemp("runs")
+    data = write_mnist(root / "data")
+    write_mnist(data, folder="FashionMNIST", seed=1)
+    made = {}
+    for name, train, extra in (("ae", ae_train, []), ("vae", vae_train, []), ("cvae", vae_train, ["--conditional"]),
+                               ("vae_binarized", vae_train, ["--binarize", "dynamic"]),
+                               ("ae_fashion", ae_train, ["--dataset", "fashion-mnist"])):
+        made[name] = train.main(["--data-dir", str(data), "--out-dir", str(root / name), *FAST, *SMALL,
+                                 *extra])["checkpoint"]
+    return data, made
+
+
+def refused(argv):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("slots,expect", [
+    ({"--ae": "ae", "--vae": "cvae"}, "error: --vae: {cvae} holds a conditional VAE; --vae needs a VAE that is not "
+                                      "conditional"),
+    ({"--ae": "ae", "--vae": "vae", "--cvae": "vae"}, "error: --cvae: {vae} holds an unconditional VAE; --cvae needs a "
+                                                      "conditional VAE (trained with --conditional)"),
+    ({"--ae": "vae", "--vae": "vae"}, "error: --ae: {vae} holds a variational autoencoder (variational_autoencoder); "
+                                      "--ae needs an autoencoder (vanila_autoencoder)"),
+    ({"--ae": "ae", "--vae": "ae"}, "error: --vae: {ae} holds an autoencoder (vanila_autoencoder); --vae needs a "
+                                    "variational autoencoder (variational_autoencoder)"),
+    ({"--ae": "ae_fashion", "--vae": "vae"}, "error: the models were trained on different data (--ae on "
+                                             "fashion-mnist, --vae on mnist); compare models trained on the same "
+                                             "dataset and binarization"),
+    ({"--ae": "ae", "--vae": "vae_binarized"}, "error: the models were trained on different data (--ae on mnist, "
+                                               "--vae on mnist, binarized (dynamic)); compare models trained on the "
+                                               "same dataset and binarization"),
+    ({"--ae": "ae", "--vae": "vae", "--dataset": "fashion-mnist"},
+     "error: --dataset fashion-mnist: the models were trained on mnist; drop the flag or give models trained on "
+     "fashion-mnist"),
+], ids=["cvae-as-vae", "vae-as-cvae", "vae-as-ae", "ae-as-vae", "other-dataset", "binarized", "dataset-flag"])
+def test_a_checkpoint_that_does_not_fit_its_slot_is_one_line(tmp_path, runs, slots, expect):
+    data, made = runs
+    argv = [x for flag, name in slots.items() for x in (flag, str(made.get(name, name)))]
+    out = tmp_path / "cmp"
+    assert refused([*argv, "--out-dir", str(out), "--data-dir", str(data), *ARGS]) == \
+        expect.format(**{name: path for name, path in made.items()})
+    assert not out.exists()  # refused before anything was made
+
+
+def test_an_earlier_comparison_is_replaced_only_with_overwrite(tmp_path, runs):
+    data, made = runs
+    out = tmp_path / "cmp"
+    argv = ["--ae", str(made["ae"]), "--vae", str(made["vae"]), "--out-dir", str(out), "--data-dir", str(data), *ARGS]
+    compare.main([*argv, "--cvae", str(made["cvae"])])
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert "cvae_latent.png" in stamps
+    assert refused(argv) == (f"error: {out} holds an earlier comparison (metrics.json, ae_vs_vae.png, "
+                             f"latent_evolution.gif, aggregate_posterior.png, cvae_latent.png): pass --overwrite to "
+                             f"replace it, or use another --out-dir")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    metrics = compare.main([*argv, "--overwrite"])  # without the CVAE: its figure goes with the old comparison
+    assert set(metrics["models"]) == {"ae", "vae"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(stamps) - {"cvae_latent.png"})
+    assert all(out.joinpath(name).stat().st_mtime_ns != stamps[name] for name in compare.OUTPUTS
+               if name != "cvae_latent.png")
+
+
+def test_binarized_models_are_measured_on_the_binary_test_set(tmp_path, runs):
+    from common.checkpoint import load_model
+    from common.data import evaluation_split, load_split
+    from experiments.metrics import neg_elbo
+
+    data, made = runs
+    ae = ae_train.main(["--data-dir", str(data), "--out-dir", str(tmp_path / "ae"), *FAST, *SMALL,
+                        "--binarize", "dynamic"])["checkpoint"]
+    metrics = compare.main(["--ae", str(ae), "--vae", str(made["vae_binarized"]), "--out-dir", str(tmp_path / "cmp"),
+                            "--data-dir", str(data), *ARGS])
+    assert metrics["settings"]["binarize"] == "dynamic"
+    binary = evaluation_split(load_split(data, "mnist", "test", download=False), "dynamic")
+    expected = neg_elbo(load_model(made["vae_binarized"]), binary.images, 16, seed=0)["neg_elbo"]
+    assert metrics["models"]["vae"]["likelihood"]["neg_elbo"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_too_few_images_for_the_mixtures_is_one_line(tmp_path, runs):
+    from conftest import write_mnist
+
+    data, made = runs
+    small = write_mnist(tmp_path / "small", n_train=9, n_test=1)
+    out = tmp_path / "cmp"
+    assert refused(["--ae", str(made["ae"]), "--vae", str(made["vae"]), "--out-dir", str(out), "--data-dir",
+                    str(small), *ARGS]) == (
+        f"error: {small / 'MNIST' / 'raw'}/ holds 9 training and 1 test images; the comparison needs 10 training "
+        f"images at least (its mixtures have 10 components) and 2 test images")
+    assert not out.exists()

@@ -187,9 +187,15 @@ def test_load_split_checks_both_headers_before_reading_data(tmp_path, monkeypatc
     for header, label_header, match in [
         (idx_header(10**7, 28, 28), idx_header(10**7), "announces 10,000,000 images; at most 1,000,000 are read"),
         (idx_header(3, 28, 28), idx_header(2), r"holds \(2,\) labels for 3 images"),
-        (idx_header(3, 28, 28), idx_header(3, 1), r"holds \(3, 1\) labels for 3 images"),
-        (idx_header(3, 28, 28), idx_header(3, type_code=0x0C), "holds >i4 labels; expected uint8"),
-        (idx_header(3, 28, 28, type_code=0x0D), idx_header(3), "expected uint8 28x28"),
+        (idx_header(3, 28, 28), idx_header(3, 1), r"magic number 0x00000802 \(uint8 data of shape \(3, 1\)\); "
+                                                  r"labels need 0x00000801"),
+        (idx_header(3, 28, 28), idx_header(3, type_code=0x0C), r"magic number 0x00000C01 \(>i4 data of shape"),
+        (idx_header(3, 28, 28, type_code=0x0D), idx_header(3), r"0x00000D03 \(>f4 data of shape \(3, 28, 28\)\); "
+                                                               r"images need 0x00000803 \(uint8, N x 28 x 28\)"),
+        (idx_header(3), idx_header(3), r"0x00000801 \(uint8 data of shape \(3,\), as in a labels file\); images "
+                                       r"need 0x00000803"),
+        (idx_header(3, 28, 28), idx_header(3, 28, 28), r"labels-idx1-ubyte has IDX magic number 0x00000803 "
+                                                       r"\(uint8 data of shape \(3, 28, 28\), as in an images file\)"),
         (idx_header(0, 28, 28), idx_header(0), "holds no images"),
     ]:
         images.write_bytes(header)  # headers only: the data would be read after the checks

@@ -253,3 +253,156 @@ def test_sigterm_during_parallel_runs_stops_them_too(capsys):
     out = "".join(relayed) + rest.out
     assert out.count("started") == 2 and out.count("child stopped") == 2  # the third job never started
     assert rest.err == "interrupted by SIGTERM; the training runs were stopped too, each keeping its last checkpoint\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# round three (issue 16): failed runs leave no folder they made, messages name the cause, records
+# of an earlier run are not replaced unasked
+
+
+def refused(main, argv: list[str]) -> str:
+    """The one line `main(argv)` exits with (status 1, no traceback)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    message = stopped.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file (sha256) and folder ("dir") under `folder`, by relative path, links included."""
+    return {**{str(p.relative_to(folder)): "dir" for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()},
+            **{str(p.relative_to(folder)): "link" for p in folder.rglob("*") if p.is_symlink()},
+            **snapshot(folder)}
+
+
+def failing_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's MNIST download as it fails offline: MNIST/raw/ made first, then an error."""
+    import torchvision.datasets
+
+    class Offline:
+        def __init__(self, root: str, train: bool, download: bool):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+
+
+@pytest.mark.parametrize("main", [ae_train.main, vae_train.main], ids=["ae", "vae"])
+def test_a_run_refused_for_missing_data_leaves_no_folder_it_made(tmp_path, monkeypatch, main):
+    failing_download(monkeypatch)
+    message = refused(main, ["--data-dir", str(tmp_path / "nodata"), "--out-dir", str(tmp_path / "new" / "run"),
+                             "--device", "cpu"])
+    assert "download failed: Error downloading train-images-idx3-ubyte.gz" in message
+    assert list(tmp_path.iterdir()) == []  # no nodata/MNIST/raw/, no new/run/checkpoints/
+    # an existing output folder is kept as it was, and so is a data folder that was there
+    (tmp_path / "out").mkdir()
+    (tmp_path / "data").mkdir()
+    refused(main, ["--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert tree(tmp_path) == {"out": "dir", "data": "dir"}
+
+
+def test_plot_refused_for_missing_data_leaves_no_figures_folder(tmp_path, monkeypatch, plotted):
+    failing_download(monkeypatch)
+    ckpt = plotted / "checkpoints" / "last.pt"
+    message = refused(ae_plot.main, ["--checkpoint", str(ckpt), "--out-dir", str(tmp_path / "look" / "ae"),
+                                     "--data-dir", str(tmp_path / "nodata")])
+    assert "download failed" in message
+    assert list(tmp_path.iterdir()) == []
+    before = tree(plotted)  # a folder that has figures keeps them all
+    refused(ae_plot.main, ["--out-dir", str(plotted), "--data-dir", str(tmp_path / "nodata"), "--no-download"])
+    assert tree(plotted) == before and list(tmp_path.iterdir()) == []
+
+
+def test_a_labels_file_where_the_images_go_names_both_magic_numbers(tmp_path):
+    data = write_mnist(tmp_path / "data")
+    raw = data / "MNIST" / "raw"
+    (raw / "train-images-idx3-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes())
+    message = refused(ae_train.main, ["--data-dir", str(data), "--out-dir", str(tmp_path / "run"), *FAST])
+    assert message == (f"error: {raw / 'train-images-idx3-ubyte'} has IDX magic number 0x00000801 (uint8 data of "
+                       f"shape (96,), as in a labels file); images need 0x00000803 (uint8, N x 28 x 28)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_symbolic_link_loop_is_named_as_such(tmp_path, data, plotted):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    cause = "too many levels of symbolic links (a symbolic link loop)"
+    assert refused(ae_train.main, ["--data-dir", str(data), "--out-dir", str(loop), *FAST]) == \
+        f"error: cannot write to output folder {loop}: {cause}"
+    assert refused(ae_train.main, ["--data-dir", str(data), "--out-dir", str(loop / "run"), *FAST]) == \
+        f"error: cannot write to output folder {loop / 'run'}: {cause}"
+    assert refused(ae_train.main, ["--data-dir", str(loop), "--out-dir", str(tmp_path / "run"), *FAST]) == \
+        f"error: cannot read {loop / 'MNIST' / 'raw' / 'train-images-idx3-ubyte'}: {cause}"
+    assert refused(ae_plot.main, ["--checkpoint", str(loop), "--out-dir", str(tmp_path / "look"),
+                                  "--no-download"]) == f"error: cannot read checkpoint {loop}: {cause}"
+    assert refused(ae_plot.main, ["--checkpoint", str(plotted / "checkpoints" / "last.pt"), "--out-dir", str(loop),
+                                  "--data-dir", str(data), "--no-download"]) == \
+        f"error: cannot write to output folder {loop}: {cause}"
+    (tmp_path / "file").write_text("not a folder")
+    assert refused(ae_train.main, ["--data-dir", str(data), "--out-dir", str(tmp_path / "file"), *FAST]) == \
+        f"error: cannot write to output folder {tmp_path / 'file'}: a file is there, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "loop"] and loop.is_symlink()
+
+
+def test_training_into_the_records_of_a_run_without_its_checkpoint_is_refused(tmp_path, data, plotted):
+    """results/ae/ holds history.json, run.json and latent_codes.npz but no checkpoint: a new run
+    there would replace them; it needs --overwrite."""
+    import shutil
+
+    out = tmp_path / "ae"
+    shutil.copytree(plotted, out)
+    shutil.rmtree(out / "checkpoints")
+    before = tree(out)
+    assert refused(ae_train.main, ["--data-dir", str(data), "--out-dir", str(out), *FAST, *SMALL]) == (
+        f"error: {out} holds history.json, run.json, latent_codes.npz of an earlier run but no checkpoint: pass "
+        f"--overwrite to replace them, or use another --out-dir")
+    assert tree(out) == before
+    ae_train.main(["--data-dir", str(data), "--out-dir", str(out), *FAST, *SMALL, "--overwrite"])
+    assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_three_step_epoch_logs_its_training_scalars_to_tensorboard(tmp_path, data):
+    """96 images in batches of 32 are 3 steps, fewer than --log-every 50: the loop reports after
+    its last step, so TensorBoard still gets the training curves (step 3 of the epoch)."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out = tmp_path / "run"
+    vae_train.main(["--data-dir", str(data), "--out-dir", str(out), *FAST, *SMALL, "--tensorboard",
+                    "--log-every", "50", "--epochs", "2"])
+    events = event_accumulator.EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    for term in ("loss", "recon", "kl", "neg_elbo"):
+        assert [e.step for e in events.Scalars(f"train/{term}")] == [3, 6]
+
+
+def test_plot_and_the_explorer_refuse_models_trained_on_other_data(tmp_path, data):
+    from experiments.explore.models import ProjectError, load_explorer
+
+    run = tmp_path / "binary"
+    vae_train.main(["--data-dir", str(data), "--out-dir", str(run), *FAST, *SMALL, "--binarize", "dynamic"])
+    ckpt = run / "checkpoints" / "last.pt"
+    from variational_autoencoder import plot as vae_plot
+
+    assert refused(vae_plot.main, ["--out-dir", str(run), "--data-dir", str(data), "--no-download",
+                                   "--dataset", "fashion-mnist"]) == \
+        f"error: --dataset fashion-mnist: {ckpt} was trained on mnist; drop the flag"
+    assert not (run / "figures").exists()
+    shipped = ROOT / "results" / "models"
+    with pytest.raises(ProjectError) as refused_explorer:
+        load_explorer(shipped / "ae.pt", ckpt, shipped / "cvae.pt")
+    assert str(refused_explorer.value) == ("the checkpoints were trained on different data (--ae with --binarize none, "
+                                           "--vae with --binarize dynamic, --cvae with --binarize none)")
+
+
+def test_plot_draws_a_binarized_model_on_the_binary_test_set(tmp_path, data, monkeypatch):
+    from common import model_figures
+    from variational_autoencoder import plot as vae_plot
+
+    run = tmp_path / "binary"
+    vae_train.main(["--data-dir", str(data), "--out-dir", str(run), *FAST, *SMALL, "--binarize", "dynamic"])
+    seen = []
+    real = model_figures.make_figures
+    monkeypatch.setattr(model_figures, "make_figures", lambda model, history, x, *a, **k: seen.append(x) or real(
+        model, history, x, *a, **k))
+    vae_plot.main(["--out-dir", str(run), "--data-dir", str(data), "--no-download"])
+    assert set(torch.unique(seen[0]).tolist()) == {0.0, 1.0}

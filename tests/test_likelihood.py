@@ -40,3 +40,29 @@ def test_an_ae_or_a_conditional_vae_is_refused_in_one_line(tmp_path, tiny_mnist)
     with pytest.raises(SystemExit) as missing:
         likelihood.main([str(tmp_path / "nothing.pt"), "--device", "cpu"])
     assert str(missing.value.code).startswith("error: ")
+
+
+def test_an_existing_out_file_is_replaced_only_with_overwrite(tmp_path, tiny_mnist):
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(tmp_path / "run"), *TINY])
+    out = tmp_path / "l.json"
+    out.write_text("an earlier result\n")
+    argv = [str(tmp_path / "run" / "checkpoints" / "last.pt"), "--data-dir", str(tiny_mnist), "--iwae-k", "2",
+            "--no-download", "--device", "cpu", "--out", str(out)]
+    with pytest.raises(SystemExit) as refused:
+        likelihood.main(argv)
+    assert refused.value.code == f"error: {out} already exists: pass --overwrite to replace it, or another --out"
+    assert out.read_text() == "an earlier result\n"
+    likelihood.main([*argv, "--overwrite"])
+    assert json.loads(out.read_text())["iwae"]["k"] == 2
+
+
+def test_a_test_split_of_one_image_is_refused_not_reported_with_a_nan_error(tmp_path, tiny_mnist):
+    from conftest import write_mnist
+
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(tmp_path / "run"), *TINY])
+    one = write_mnist(tmp_path / "one", n_train=4, n_test=1)
+    with pytest.raises(SystemExit) as refused:
+        likelihood.main([str(tmp_path / "run" / "checkpoints" / "last.pt"), "--data-dir", str(one), "--no-download",
+                         "--device", "cpu", "--iwae-k", "2"])
+    assert refused.value.code == ("error: the mnist test split holds 1 image; the estimates' standard error needs 2 "
+                                  "at least")

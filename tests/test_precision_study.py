@@ -77,3 +77,17 @@ def test_study_refuses_repeated_seeds(tmp_path):
         study.main(["--out-dir", str(tmp_path), "--seeds", "1", "1"])
     assert exit_info.value.code == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_trained_with_other_settings_is_refused_before_any_training(tmp_path, tiny_mnist):
+    from variational_autoencoder import train as vae_train
+
+    out = tmp_path / "precision"
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(out / "vae_fp32"), "--precision", "fp32",
+                    "--epochs", "1", "--device", "cpu", "--no-download", "--lr", "0.01"])
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--seeds", "0", "--epochs", "1",
+                    "--device", "cpu", "--no-download"])
+    assert exit_info.value.code == (f"error: {out / 'vae_fp32' / 'checkpoints' / 'last.pt'} was trained with lr "
+                                    f"0.01, not 0.002: pass --overwrite to retrain it, or another --out-dir")
+    assert sorted(p.name for p in out.iterdir()) == ["vae_fp32"]  # vae_bf16 was not trained first

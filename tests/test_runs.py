@@ -36,3 +36,22 @@ def test_a_run_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(TrainingError, match="was trained with conditional False, not True"):
         train_flags(ckpt, 2, "vae", expected={"conditional": True})
     assert train_flags(ckpt, 2, "vae", overwrite=True, expected={"seed": 1}) == ["--overwrite"]
+
+
+def test_default_settings_are_what_a_plain_train_py_run_records(tmp_path, tiny_mnist):
+    """A run trained with train.py's defaults (and the flags given) matches default_settings
+    exactly; one flag more, and train_flags names it."""
+    from experiments.runs import default_settings
+    from variational_autoencoder import train as vae_train
+
+    out = tmp_path / "run"
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(out), "--epochs", "1", "--device", "cpu",
+                    "--no-download", "--batch-size", "32", "--lr", "0.01"])
+    ckpt = out / "checkpoints" / "last.pt"
+    expected = default_settings("vae", batch_size=32, lr=0.01)
+    assert expected["filters"] == (32, 64, 64, 64) and "device" not in expected and "out_dir" not in expected
+    assert train_flags(ckpt, 1, "vae", expected=expected) is None
+    with pytest.raises(TrainingError, match="was trained with lr 0.01, not 0.002"):
+        train_flags(ckpt, 1, "vae", expected=default_settings("vae", batch_size=32))
+    with pytest.raises(ValueError, match="not a setting of train.py: learning_rate"):
+        default_settings("vae", learning_rate=0.1)

@@ -31,3 +31,19 @@ def test_uniform_in_box_stays_in_the_box():
     z = uniform_in_box(codes, 1000, torch.Generator().manual_seed(0))
     assert (z >= torch.tensor([-1.0, 2.0])).all() and (z <= torch.tensor([3.0, 5.0])).all()
     assert z[:, 0].min() < -0.9 and z[:, 0].max() > 2.9
+
+
+def test_every_seed_the_flags_allow_fits_a_mixture():
+    """scikit-learn refuses seeds of 2**32 and more; --seed goes up to 2**44 - 1. A seed below 2**32
+    is used as it is (the same mixture as scikit-learn's own), a larger one is mapped into range."""
+    from sklearn.mixture import GaussianMixture
+
+    from common.options import MAX_SEED
+
+    codes = np.random.default_rng(0).normal(size=(200, 2))
+    small = fit_gmm(codes, components=2, seed=2**32 - 1)
+    reference = GaussianMixture(n_components=2, covariance_type="full", random_state=2**32 - 1).fit(codes)
+    assert np.array_equal(small.means_, reference.means_)
+    large = fit_gmm(codes, components=2, seed=MAX_SEED)
+    assert np.isfinite(large.means_).all()
+    assert np.array_equal(large.means_, fit_gmm(codes, components=2, seed=MAX_SEED).means_)  # reproducible

@@ -70,3 +70,27 @@ def test_bad_input_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as other:
         seeds.main([str(paths[0]), str(tmp_path / "other.json")])
     assert "not a metrics.json" in str(other.value.code)
+
+
+def test_an_earlier_summary_is_kept_and_runs_on_other_data_are_not_pooled(tmp_path):
+    base = {"AE, z ~ N(0, I)": 40.0, "AE, z ~ U(code box)": 30.0, "AE + GMM": 10.0, "VAE, z ~ N(0, I)": 20.0,
+            "VAE + GMM": 15.0}
+    paths = write(tmp_path, [metrics(0, base, 0.6), metrics(1, base, 0.7)])
+    out = tmp_path / "out"
+    seeds.main([*map(str, paths), "--out-dir", str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SystemExit) as refused:
+        seeds.main([*map(str, paths), "--out-dir", str(out)])
+    assert refused.value.code == (f"error: {out} holds an earlier summary (summary.json, summary.md): pass "
+                                  f"--overwrite to replace it, or use another --out-dir")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    seeds.main([*map(str, paths), "--out-dir", str(out), "--overwrite"])
+
+    fashion = metrics(2, base, 0.5)
+    fashion["settings"]["dataset"] = "fashion-mnist"
+    (tmp_path / "more").mkdir()
+    [other] = write(tmp_path / "more", [fashion])
+    with pytest.raises(SystemExit) as mixed:
+        seeds.main([*map(str, paths), str(other)])
+    assert mixed.value.code == (f"error: {paths[0]} and {other} were compared with different dataset ('mnist' "
+                                f"and 'fashion-mnist'); their numbers cannot be pooled")

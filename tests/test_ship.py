@@ -56,3 +56,68 @@ def test_ship_writes_weights_only_and_plots_like_the_run(tmp_path, tiny_mnist):
                 a.seek(frame)
                 b.seek(frame)
                 assert np.array_equal(np.asarray(a.convert("RGBA")), np.asarray(b.convert("RGBA"))), path.name
+
+
+# ----------------------------------------------------------------------------------------------
+# nothing replaced unasked, no two runs into one file
+
+TINY = ["--epochs", "1", "--batch-size", "32", "--filters", "4,4,4,4", "--device", "cpu", "--no-download"]
+
+
+def refused(argv):
+    with pytest.raises(SystemExit) as exc:
+        ship.main(argv)
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_existing_model_file_is_replaced_only_with_overwrite(tmp_path, tiny_mnist, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "vae.pt").write_bytes(b"the committed model")
+    run = tmp_path / "vae"
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(run), *TINY])
+    assert refused([str(run), "--out-dir", str(models)]) == \
+        f"error: {models / 'vae.pt'} already exists: pass --overwrite to replace it, or use another --out-dir"
+    assert files(models) == {"vae.pt": b"the committed model"}
+    monkeypatch.chdir(SHIPPED.parent.parent)  # the default --out-dir, results/models, holds the committed vae.pt
+    committed = (SHIPPED / "vae.pt").read_bytes()
+    assert refused([str(run)]) == ("error: results/models/vae.pt already exists: pass --overwrite to replace it, or "
+                                   "use another --out-dir")
+    assert (SHIPPED / "vae.pt").read_bytes() == committed
+    [written] = ship.main([str(run), "--out-dir", str(models), "--overwrite"])
+    assert written == models / "vae.pt" and ship.shipped_from(written, run)
+
+
+def test_two_runs_with_one_name_are_refused_and_nothing_is_written(tmp_path, tiny_mnist):
+    for parent in ("a", "b"):
+        vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(tmp_path / parent / "vae"), *TINY])
+    models = tmp_path / "models"
+    assert refused([str(tmp_path / "a" / "vae"), str(tmp_path / "b" / "vae"), "--out-dir", str(models)]) == (
+        f"error: {tmp_path / 'a' / 'vae'} and {tmp_path / 'b' / 'vae'} would both be shipped to {models / 'vae.pt'}; "
+        f"ship them into different --out-dir folders")
+    assert not models.exists()
+    # one folder named twice is shipped once; a run that cannot be read stops all before any write
+    assert refused([str(tmp_path / "a" / "vae"), str(tmp_path / "nothing"), "--out-dir", str(models)]) == \
+        f"error: checkpoint not found: {tmp_path / 'nothing' / 'checkpoints' / 'last.pt'}"
+    assert not models.exists()
+    written = ship.main([str(tmp_path / "a" / "vae"), str(tmp_path / "a" / ".." / "a" / "vae"), "--out-dir",
+                         str(models)])
+    assert written == [models / "vae.pt"]
+
+
+def test_a_model_over_the_size_limit_replaces_nothing(tmp_path, tiny_mnist, monkeypatch):
+    run = tmp_path / "vae"
+    vae_train.main(["--data-dir", str(tiny_mnist), "--out-dir", str(run), *TINY])
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "vae.pt").write_bytes(b"the committed model")
+    monkeypatch.setattr(ship, "MAX_BYTES", 1000)
+    message = refused([str(run), "--out-dir", str(models), "--overwrite"])
+    assert message.startswith(f"error: {run}'s model would weigh ") and message.endswith("more than 1,000: not shipped")
+    assert files(models) == {"vae.pt": b"the committed model"}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.nets import ConvDecoder, ConvEncoder, ConvNetConfig
-from common.options import non_negative_float, option, positive_float
+from common.options import NumberRange, option
 
 RECON_LOSSES = ("bce", "mse")
 LOG_2PI = math.log(2 * math.pi)
@@ -102,6 +102,11 @@ def elbo_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: 
     return {"neg_elbo": bce + kl, "bce": bce, "kl": kl}
 
 
+# Largest --beta and --recon-weight: a thousand times the original's 1000, and far below where the
+# weighted float32 loss overflows to infinity (--beta 1e308 did at the first step).
+MAX_LOSS_WEIGHT = 1e6
+
+
 @dataclass
 class VAEConfig(ConvNetConfig):
     """Architecture fields (see ConvNetConfig) plus the training objective."""
@@ -109,8 +114,8 @@ class VAEConfig(ConvNetConfig):
     loss: str = option("bce", "reconstruction loss: bce = Bernoulli, nats/image; mse = the original's",
                        choices=RECON_LOSSES)
     recon_weight: float = option(1.0, "weight of the reconstruction term (the original: 1000 with --loss mse)",
-                                 parse=positive_float)
-    beta: float = option(1.0, "weight of the KL term; 1 gives the ELBO", parse=non_negative_float)
+                                 parse=NumberRange(float, 0.0, MAX_LOSS_WEIGHT, low_open=True))
+    beta: float = option(1.0, "weight of the KL term; 1 gives the ELBO", parse=NumberRange(float, 0.0, MAX_LOSS_WEIGHT))
     conditional: bool = option(False, "condition encoder and decoder on the digit label (a conditional VAE)")
     num_classes: int = 10  # size of the one-hot label of a conditional VAE (not a flag: the data's)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.explore.models import exit_on_error, load_explorer
+from experiments.explore.models import NumberRange, exit_on_error, load_explorer
 from experiments.explore.server import bind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,13 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the conditional VAE's checkpoint (default: results/models/cvae.pt)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 opens it to the network (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
+    parser.add_argument("--port", type=NumberRange(int, 0, 65535), default=DEFAULT_PORT,
+                        help=f"port to listen on, 0 to 65535; 0 for any free one (default: {DEFAULT_PORT})")
     parser.add_argument("--log-requests", action="store_true", help="print one line per request on stderr")
-    args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        parser.error(f"--port must be from 0 to 65535, got {args.port}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.explore.browser import chromium
-from experiments.explore.models import ProjectError, exit_on_error
+from experiments.explore.models import NumberRange, ProjectError, exit_on_error
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANES = ("ae", "vae", "cvae")
@@ -45,16 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                  "pointer-to-image round trip while dragging.")
     parser.add_argument("--planes", nargs="+", choices=PLANES, default=list(PLANES),
                         help="planes to drag over, one after the other (default: ae vae cvae)")
-    parser.add_argument("--moves", type=int, default=240, help="pointer moves per plane (default: 240)")
-    parser.add_argument("--move-ms", type=int, default=16,
-                        help="time each pointer move takes, in ms: 16 is a 60 Hz mouse (default: 16)")
+    parser.add_argument("--moves", type=NumberRange(int, 2, 100_000), default=240,
+                        help="pointer moves per plane, 2 to 100000 (default: 240)")
+    parser.add_argument("--move-ms", type=NumberRange(int, 0, 10_000), default=16,
+                        help="time each pointer move takes, in ms, 0 to 10000: 16 is a 60 Hz mouse (default: 16)")
     parser.add_argument("--screenshot", type=Path, help="also save a PNG of the page after a prior draw here")
     parser.add_argument("--explorer-args", default="",
                         help="more arguments for python -m experiments.explore, e.g. '--vae my.pt' (default: none)")
-    args = parser.parse_args(argv)
-    if args.moves < 2 or args.move_ms < 0:
-        parser.error("--moves must be at least 2 and --move-ms at least 0")
-    return args
+    return parser.parse_args(argv)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -26,9 +26,10 @@ from common.checkpoint import load_for_inference
 from common.data import DATASETS, NUM_CLASSES
 from common.errors import ProjectError, exit_on_error
 from common.latents import decode_codes, find_code_history
+from common.options import NumberRange
 
-__all__ = ["NUM_CLASSES", "Explorer", "Model", "ProjectError", "class_names", "exit_on_error", "load_explorer",
-           "load_model", "plane_view", "png_bytes", "to_uint8"]
+__all__ = ["NUM_CLASSES", "Explorer", "Model", "NumberRange", "ProjectError", "class_names", "exit_on_error",
+           "load_explorer", "load_model", "plane_view", "png_bytes", "to_uint8"]
 
 NUM_SAMPLES = 16  # prior draws per press of the sample button, shown as a 4 x 4 grid
 GRID_COLUMNS = 4
@@ -47,6 +48,7 @@ class Model:
     latent_dim: int
     conditional: bool
     dataset: str  # the training dataset's name ("mnist", "fashion-mnist")
+    binarize: str  # how its training images were drawn ("none": grey levels; "dynamic": binary)
     checkpoint: Path
     codes: np.ndarray | None  # (n, latent_dim) float32: the fixed test subset's codes after the last epoch
     labels: np.ndarray | None  # (n,) int64: their classes
@@ -103,7 +105,8 @@ def load_model(name: str, path: str | Path, *, kind: str, conditional: bool) -> 
         raise ProjectError(message if message.startswith(flag) else f"{flag}: {message}") from None
     train = state.get("train")
     dataset = train.get("dataset", "mnist") if isinstance(train, dict) else "mnist"
-    return Model(name, module, module.latent_dim, is_conditional, dataset, path, codes, labels, epoch)
+    binarize = train.get("binarize", "none") if isinstance(train, dict) else "none"
+    return Model(name, module, module.latent_dim, is_conditional, dataset, binarize, path, codes, labels, epoch)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -153,6 +156,10 @@ class Explorer:
         datasets = {ae.dataset, vae.dataset, cvae.dataset}
         if len(datasets) > 1:
             raise ProjectError(f"the checkpoints were trained on different datasets ({', '.join(sorted(datasets))})")
+        binarized = {model.name: model.binarize for model in (ae, vae, cvae)}
+        if len(set(binarized.values())) > 1:  # side by side, one plane of grey digits and one of binary ones
+            raise ProjectError("the checkpoints were trained on different data (" + ", ".join(
+                f"--{name} with --binarize {how}" for name, how in binarized.items()) + ")")
         self.models = {model.name: model for model in (ae, vae, cvae)}
         self.class_names = class_names(ae.dataset)
         # The mixture is fitted in the background (about 1.3 s with scikit-learn's import) so that

@@ -93,9 +93,7 @@ class IntTuple:
 positive_int = NumberRange(int, 1, MAX_COUNT)
 epochs_int = NumberRange(int, 1, MAX_EPOCHS)
 seed_int = NumberRange(int, 0, MAX_SEED)
-positive_float = NumberRange(float, 0.0, math.inf, low_open=True)
 learning_rate = NumberRange(float, 0.0, MAX_LR, low_open=True)
-non_negative_float = NumberRange(float, 0.0, math.inf)
 int_tuple = IntTuple(1, MAX_COUNT, 64)
 
 

@@ -2,13 +2,14 @@
 to the same rules (common/options.py)."""
 
 import argparse
+import math
 
 import pytest
 import torch
 
 from common.data import epoch_generator
 from common.loop import TrainConfig
-from common.options import MAX_EPOCHS, MAX_SEED, NumberRange, int_tuple, positive_float, positive_int, seed_int
+from common.options import MAX_EPOCHS, MAX_SEED, NumberRange, int_tuple, positive_int, seed_int
 from common.run import build_parser
 from variational_autoencoder.model import VAEConfig
 
@@ -44,6 +45,7 @@ def test_the_largest_seed_and_epoch_still_seed_torch():
 def test_ranges_accept_their_ends_and_say_them():
     assert positive_int("1") == 1 and positive_int("1_000_000") == 1_000_000
     assert seed_int("0") == 0 and int_tuple("32, 64") == (32, 64)
+    positive_float = NumberRange(float, 0.0, math.inf, low_open=True)
     assert positive_float("1e-8") == 1e-8
     assert NumberRange(int, 1, 1024).span() == "from 1 to 1024" and positive_float.span() == "> 0"
     assert "from 1 to 1024; default: 2" in build_parser("t", VAEConfig, ".").format_help().replace("\n", " ").replace(

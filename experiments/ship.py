@@ -1,6 +1,7 @@
 """Write the shipped models: weights-only copies of trained runs, small enough to commit.
 
     python -m experiments.ship results/ae results/vae results/cvae --out-dir results/models --overwrite
+    python -m experiments.ship <run>/vae_binarized --max-bytes 2000000   # latent size 20: 1.5 MB
 
 For each run folder, reads <run>/checkpoints/last.pt and writes <out-dir>/<run name>.pt holding
 only what figures and metrics need: kind, config, the model's weights, the history, the training
@@ -26,8 +27,9 @@ from common.checkpoint import FORMAT_VERSION, load_checkpoint
 from common.errors import ProjectError, exit_on_error
 from common.files import atomic_write
 from common.latents import FILE_NAME, read_code_history
+from common.options import NumberRange
 
-MAX_BYTES = 1_000_000  # what a shipped model may weigh
+MAX_BYTES = 1_000_000  # what a shipped model may weigh, unless --max-bytes says otherwise
 SHIPPED_KEYS = ("kind", "config", "model", "epoch", "history", "train", "argv")
 
 
@@ -38,9 +40,9 @@ def _serialised(state: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def shipped_state(run_dir: Path) -> tuple[dict[str, Any], bytes]:
+def shipped_state(run_dir: Path, max_bytes: int = MAX_BYTES) -> tuple[dict[str, Any], bytes]:
     """The weights-only copy of the run in `run_dir`, and its file's bytes: with the run's
-    latent-code history when that still fits in MAX_BYTES (the weights themselves are never rounded)."""
+    latent-code history when that still fits in `max_bytes` (the weights themselves are never rounded)."""
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     shipped = {key: state[key] for key in SHIPPED_KEYS if key in state}
     if (run_dir / FILE_NAME).is_file():
@@ -51,12 +53,13 @@ def shipped_state(run_dir: Path) -> tuple[dict[str, Any], bytes]:
                                                   "labels": torch.from_numpy(history.labels).short(),
                                                   "indices": torch.from_numpy(history.indices).short()}}
         data = _serialised(with_codes)
-        if len(data) <= MAX_BYTES:
+        if len(data) <= max_bytes:
             return with_codes, data
-        print(f"{run_dir}: shipped without its latent-code history, which would take it over {MAX_BYTES:,} bytes")
+        print(f"{run_dir}: shipped without its latent-code history, which would take it over {max_bytes:,} bytes")
     data = _serialised(shipped)
-    if len(data) > MAX_BYTES:
-        raise ProjectError(f"{run_dir}'s model would weigh {len(data):,} bytes, more than {MAX_BYTES:,}: not shipped")
+    if len(data) > max_bytes:
+        raise ProjectError(f"{run_dir}'s model would weigh {len(data):,} bytes, more than {max_bytes:,}: not shipped "
+                           f"(--max-bytes)")
     return shipped, data
 
 
@@ -79,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=Path("results/models"),
                         help="where <run name>.pt go (default: results/models)")
     parser.add_argument("--overwrite", action="store_true", help="replace model files already in --out-dir")
+    parser.add_argument("--max-bytes", type=NumberRange(int, 1, 10**9), default=MAX_BYTES,
+                        help=f"the most a model file may weigh (default: {MAX_BYTES:,}, small enough to commit)")
     return parser.parse_args(argv)
 
 
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             raise ProjectError(f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}: "
                                f"pass --overwrite to replace {'it' if len(existing) == 1 else 'them'}, or use "
                                f"another --out-dir")
-        files = {run: shipped_state(run)[1] for run in plan}  # every run checked before anything is written
+        files = {run: shipped_state(run, args.max_bytes)[1] for run in plan}  # every run checked before anything is written
         written = [atomic_write(out_path, lambda f, data=files[run]: f.write(data)) for run, out_path in plan.items()]
     for path in written:
         print(f"{path}  {path.stat().st_size:,} bytes")

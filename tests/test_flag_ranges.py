@@ -286,6 +286,18 @@ def likelihood_run(extra: list[str], images: int) -> Callable[[Ctx], None]:
     return run
 
 
+def ship_run(max_bytes: str) -> Callable[[Ctx], None]:
+    """One byte: no model fits, the one line says so and nothing is written; a billion: it ships."""
+    def run(ctx: Ctx) -> None:
+        argv = [str(ctx.vae.parent.parent), "--out-dir", str(ctx.out), "--max-bytes", max_bytes]
+        if max_bytes == "1":
+            assert refusal("experiments.ship", argv).endswith("more than 1: not shipped (--max-bytes)")
+            assert not any(ctx.out.glob("*.pt"))
+        else:
+            assert main("experiments.ship")(argv) == [ctx.out / "vae.pt"]
+    return run
+
+
 def bench_run(ctx: Ctx) -> None:
     results = main("experiments.bench")(["--device", "cpu", "--models", "ae", "--batch-size", "1", "--steps", "1",
                                          "--warmup", "1", "--rounds", "1", "--eval-images", "0", "--whole-epochs",
@@ -354,6 +366,8 @@ RUNS = [
             likelihood_run(["--iwae-k", "1", "--iwae-images", "2", "--seed", "0"], images=2)),
     RealRun("experiments.likelihood", "high", _high("--iwae-images", "--seed"),
             likelihood_run(["--iwae-k", "2", "--iwae-images", COUNT_HIGH, "--seed", SEED_HIGH], images=40)),
+    RealRun("experiments.ship", "low", _low("--max-bytes"), ship_run("1")),
+    RealRun("experiments.ship", "high", _high("--max-bytes"), ship_run("1000000000")),
     RealRun("experiments.bench", "low",
             _low("--batch-size", "--steps", "--warmup", "--rounds", "--eval-images", "--whole-epochs") +
             _high("--seed"), bench_run),

@@ -119,5 +119,12 @@ def test_a_model_over_the_size_limit_replaces_nothing(tmp_path, tiny_mnist, monk
     (models / "vae.pt").write_bytes(b"the committed model")
     monkeypatch.setattr(ship, "MAX_BYTES", 1000)
     message = refused([str(run), "--out-dir", str(models), "--overwrite"])
-    assert message.startswith(f"error: {run}'s model would weigh ") and message.endswith("more than 1,000: not shipped")
+    assert message.startswith(f"error: {run}'s model would weigh ") and message.endswith(
+        "more than 1,000: not shipped (--max-bytes)")
     assert files(models) == {"vae.pt": b"the committed model"}
+    # --max-bytes lifts the limit: the run ships with its latent-code history when that fits, else without
+    size = len(ship.shipped_state(run, max_bytes=10**9)[1])
+    assert ship.main([str(run), "--out-dir", str(models), "--overwrite", "--max-bytes", str(size)]) == [models / "vae.pt"]
+    assert (models / "vae.pt").stat().st_size == size and "latent_codes" in torch.load(models / "vae.pt")
+    assert ship.main([str(run), "--out-dir", str(models), "--overwrite", "--max-bytes", str(size - 1)])
+    assert (models / "vae.pt").stat().st_size < size and "latent_codes" not in torch.load(models / "vae.pt")

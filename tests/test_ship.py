@@ -1,6 +1,7 @@
 """experiments/ship.py and the shipped models in results/models/: weights only, small, and they
 rebuild their models and draw the same figures as the run they came from."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,22 @@ def test_each_shipped_model_loads_weights_only_and_rebuilds(name):
     images = model.decode(z, torch.tensor([0, 1, 2]))
     assert images.shape == (3, 1, 28, 28) and torch.isfinite(images).all()
 
+
+
+def test_the_shipped_binarized_model_is_the_recorded_run():
+    """results/models/vae_binarized_d20.pt (shipped with --max-bytes 2000000) is the run whose
+    history and run.json are committed in results/vae_binarized_d20/: same epochs and losses."""
+    path = SHIPPED / "vae_binarized_d20.pt"
+    assert path.is_file() and path.stat().st_size <= 2_000_000
+    state = torch.load(path, weights_only=True)
+    assert "optimizer" not in state and state["train"]["binarize"] == "dynamic"
+    record = SHIPPED.parent / "vae_binarized_d20"
+    history = json.loads((record / "history.json").read_text())
+    assert state["epoch"] == len(history) == state["train"]["epochs"] == 34
+    assert [h["test_loss"] for h in state["history"]] == [h["test_loss"] for h in history]
+    assert json.loads((record / "run.json").read_text())["config"]["latent_dim"] == 20
+    model = load_model(path)
+    assert type(model) is VAE and model.latent_dim == 20 and not model.conditional
 
 def test_ship_writes_weights_only_and_plots_like_the_run(tmp_path, tiny_mnist):
     run = tmp_path / "run"

@@ -50,6 +50,15 @@ def test_the_shipped_binarized_model_is_the_recorded_run():
     assert json.loads((record / "run.json").read_text())["config"]["latent_dim"] == 20
     model = load_model(path)
     assert type(model) is VAE and model.latent_dim == 20 and not model.conditional
+    # its likelihood.json (experiments.likelihood on this file): the -ELBO of its own draws agrees with
+    # the one train.py recorded, the IWAE bound lies below it, and the README reports what the file says
+    measured = json.loads((record / "likelihood.json").read_text())
+    assert measured["checkpoint"] == "results/models/vae_binarized_d20.pt" and measured["binarize"] == "dynamic"
+    assert (measured["iwae"]["k"], measured["iwae"]["images"], measured["epochs"]) == (1000, 10_000, 34)
+    assert abs(measured["neg_elbo"] - history[-1]["test_neg_elbo"]) < 0.05
+    assert measured["iwae"]["nll"] < measured["iwae"]["neg_elbo_same_draws"]
+    readme = (SHIPPED.parent.parent / "README.md").read_text()
+    assert f"**{measured['iwae']['nll']:.2f} ± {measured['iwae']['se']:.2f}** (k = 1000)" in readme
 
 def test_ship_writes_weights_only_and_plots_like_the_run(tmp_path, tiny_mnist):
     run = tmp_path / "run"

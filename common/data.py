@@ -18,16 +18,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Union
+from typing import IO, Union
 
 import numpy as np
 import torch
 
 from common.errors import DataError
 from common.files import os_reason, removed_if_left_empty
-
-if TYPE_CHECKING:  # common.loop.TrainConfig, which imports this module
-    from common.loop import TrainConfig as TrainSettings
 
 # dataset name -> torchvision class name, also the folder under <data-dir>
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -237,26 +234,6 @@ def data_dir_for(given: str | None, saved: dict) -> str:
     if given:
         return given
     return trained_with if isinstance(trained_with, str) and Path(trained_with).is_dir() else "data"
-
-
-def load_training_data(settings: TrainSettings, device: torch.device) -> tuple[Tensors, Tensors]:
-    """train.py's (images, labels) for training and for evaluation (the fixed binary test set with
-    --binarize dynamic), moved to `device` once in the run's memory format: no per-step copies."""
-    train = load_split(settings.data_dir, settings.dataset, "train", settings.download)
-    test = evaluation_split(load_split(settings.data_dir, settings.dataset, "test", settings.download),
-                            settings.binarize)
-    fmt = settings.memory_format
-    return ((train.images.to(device).contiguous(memory_format=fmt), train.labels.to(device)),
-            (test.images.to(device).contiguous(memory_format=fmt), test.labels.to(device)))
-
-
-def training_batches(data: Tensors, settings: TrainSettings, epoch: int) -> Iterator[Tensors]:
-    """Epoch `epoch`'s batches, shuffled (and with --binarize dynamic drawn as binary images) from
-    (seed, epoch) alone, so a resumed run sees exactly the batches of an uninterrupted one."""
-    batches = iterate_batches(data, settings.batch_size, epoch_generator(settings.seed, epoch))
-    if settings.binarize == "dynamic":
-        batches = binarized(batches, binarization_generator(settings.seed, epoch, data[0].device))
-    return batches
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -1,5 +1,5 @@
-"""How a model is trained: the settings (TrainConfig), the step, the epoch, the evaluation and the
-learning-rate schedule, top to bottom.
+"""How a model is trained: the settings (TrainConfig), the data on the device and each epoch's
+batches, the step, the epoch, the evaluation and the learning-rate schedule, top to bottom.
 
 A model's train.py supplies `loss_fn(model, (x, y)) -> {"loss": ..., other terms}`: "loss" is
 minimised, every term averaged over the epoch. Keeping the run is common/run.py's job.
@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from common.data import BINARIZATIONS, DATASETS, iterate_batches
+from common.data import (
+    BINARIZATIONS,
+    DATASETS,
+    Tensors,
+    binarization_generator,
+    binarized,
+    epoch_generator,
+    evaluation_split,
+    iterate_batches,
+    load_split,
+)
 from common.device import DEVICES, PRECISIONS, fork_rng
 from common.errors import TrainingError
 from common.options import check_options, epochs_int, learning_rate, option, positive_int, seed_int
@@ -81,6 +91,26 @@ class NonFiniteLoss(TrainingError):
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Adam; on CUDA the fused kernel (one launch for all parameters instead of several per tensor)."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=next(model.parameters()).device.type == "cuda")
+
+
+def load_training_data(settings: TrainConfig, device: torch.device) -> tuple[Tensors, Tensors]:
+    """train.py's (images, labels) for training and for evaluation (the fixed binary test set with
+    --binarize dynamic), moved to `device` once in the run's memory format: no per-step copies."""
+    train = load_split(settings.data_dir, settings.dataset, "train", settings.download)
+    test = evaluation_split(load_split(settings.data_dir, settings.dataset, "test", settings.download),
+                            settings.binarize)
+    fmt = settings.memory_format
+    return ((train.images.to(device).contiguous(memory_format=fmt), train.labels.to(device)),
+            (test.images.to(device).contiguous(memory_format=fmt), test.labels.to(device)))
+
+
+def epoch_batches(data: Tensors, settings: TrainConfig, epoch: int) -> Iterator[Tensors]:
+    """Epoch `epoch`'s batches, shuffled (and with --binarize dynamic drawn as binary images) from
+    (seed, epoch) alone, so a resumed run sees exactly the batches of an uninterrupted one."""
+    batches = iterate_batches(data, settings.batch_size, epoch_generator(settings.seed, epoch))
+    if settings.binarize == "dynamic":
+        batches = binarized(batches, binarization_generator(settings.seed, epoch, data[0].device))
+    return batches
 
 
 Step = Callable[[Batch], dict[str, torch.Tensor]]  # one optimisation step on a batch -> its loss terms

@@ -14,9 +14,9 @@ from torch import nn
 
 from common import registry
 from common.checkpoint import load_model
-from common.data import load_split, load_training_data, training_batches
+from common.data import load_split
 from common.latents import uniform_in_box
-from common.loop import Batch, evaluate, make_optimizer, make_step, train_one_epoch
+from common.loop import Batch, epoch_batches, evaluate, load_training_data, make_optimizer, make_step, train_one_epoch
 from common.model_figures import PlotSpec, code_range_axes, plot_main
 from common.options import option, positive_int
 from common.run import Run, build_parser
@@ -74,7 +74,7 @@ def tiny_main(argv: list[str], out: Path) -> dict:
         step = make_step(model, optimizer, tiny_loss, run.amp, cuda_graph=tc.cuda_graph)
         for epoch in run.epochs(train_data, test_data, step):
             t0 = time.perf_counter()
-            train_terms = train_one_epoch(model, training_batches(train_data, tc, epoch), optimizer, tiny_loss,
+            train_terms = train_one_epoch(model, epoch_batches(train_data, tc, epoch), optimizer, tiny_loss,
                                           train_step=step, lr_for_step=run.lr_for_step, epoch=epoch,
                                           log_every=tc.log_every, on_log=run.on_log, check_stop=run.check_stop)
             seconds = time.perf_counter() - t0

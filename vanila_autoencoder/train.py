@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from common.data import load_training_data, training_batches
 from common.errors import exit_on_error
-from common.loop import Batch, evaluate, make_optimizer, make_step, train_one_epoch
+from common.loop import Batch, epoch_batches, evaluate, load_training_data, make_optimizer, make_step, train_one_epoch
 from common.run import Run, build_parser
 from vanila_autoencoder.model import AEConfig, Autoencoder, ae_loss
 
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step = make_step(net, optimizer, loss_fn, run.amp, cuda_graph=tc.cuda_graph and tc.compile == "off")
         for epoch in run.epochs(train_data, test_data, step):
             t0 = time.perf_counter()
-            train_terms = train_one_epoch(net, training_batches(train_data, tc, epoch), optimizer, loss_fn,
+            train_terms = train_one_epoch(net, epoch_batches(train_data, tc, epoch), optimizer, loss_fn,
                                           train_step=step, lr_for_step=run.lr_for_step, epoch=epoch,
                                           log_every=tc.log_every, on_log=run.on_log, check_stop=run.check_stop)
             seconds = time.perf_counter() - t0

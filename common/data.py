@@ -204,8 +204,8 @@ def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str =
                         f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)")
     image_path, label_path = paths
     dtype, shape = idx_header(image_path)  # headers first: nothing big is read before they pass
-    _check_magic(image_path, dtype, shape, IMAGES_MAGIC, "images")
-    if len(shape) != 3 or shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or dtype != np.uint8:
+    _check_magic(image_path, dtype, shape, IMAGES_MAGIC, "images")  # so uint8, (N, H, W)
+    if shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{image_path} holds images of shape {shape[1:]} ({dtype}); "
                         f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}")
     n = shape[0]
@@ -214,11 +214,9 @@ def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str =
     if n > MAX_IMAGES:
         raise DataError(f"{image_path} announces {n:,} images; at most {MAX_IMAGES:,} are read")
     label_dtype, label_shape = idx_header(label_path)
-    _check_magic(label_path, label_dtype, label_shape, LABELS_MAGIC, "labels")
+    _check_magic(label_path, label_dtype, label_shape, LABELS_MAGIC, "labels")  # so uint8, (N,)
     if label_shape != (n,):
         raise DataError(f"{label_path} holds {label_shape} labels for {n} images")
-    if label_dtype != np.uint8:
-        raise DataError(f"{label_path} holds {label_dtype} labels; expected uint8")
     images = read_idx(image_path, np.uint8, (n, IMAGE_SIZE, IMAGE_SIZE))
     labels = read_idx(label_path, np.uint8, (n,))
     if labels.max() >= NUM_CLASSES:

@@ -82,13 +82,11 @@ from experiments.metrics import (
     reconstruction_metrics,
 )
 from experiments.samplers import fit_gmm, sample_gmm
-from experiments.slots import load_slot, same_data
+from experiments.slots import load_slot, same_data, trained_with
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per panel
 REFERENCE_IMAGES = 10_000  # at most this many training images' features are compared with the test set's ("FID" floor)
 GMM_COMPONENTS = 10
-# what metrics.json records of how each model was trained
-TRAINED_WITH = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "dataset", "binarize")
 sample_count = NumberRange(int, 2, MAX_COUNT)  # --num-samples
 # the IWAE estimate with these fewer samples too, from the same draws: what a cheaper k would cost
 IWAE_SMALLER_K = (1, 10, 100)
@@ -307,9 +305,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, model, path in (("ae", ae, args.ae), ("vae", vae, args.vae), ("cvae", cvae, args.cvae)):
             if model is not None:
                 models[name], test_codes[name] = describe_model(model, measured, args.batch_size)
-                train_settings = states[name].get("train", {})
-                models[name].update(checkpoint=str(path), epochs=states[name].get("epoch"), trained_with={
-                    key: train_settings[key] for key in TRAINED_WITH if key in train_settings})
+                models[name].update(checkpoint=str(path), epochs=states[name].get("epoch"),
+                                    trained_with=trained_with(states[name]))
         # the densities fitted after training see the training set's point codes (AE z, VAE mu)
         train_images = evaluation_split(train, binarize).images
         train_codes = {name: encode_codes(model, train_images, args.batch_size) for name, model in

@@ -45,11 +45,10 @@ from common.speed import keep_freed_memory_on
 from experiments import figures as study_figures
 from experiments.metrics import estimate_images, iwae_nll, neg_elbo, posterior_diagnostics, posterior_parameters
 from experiments.runs import default_settings, run_in_parallel, train_command, train_flags
+from experiments.slots import trained_with
 from variational_autoencoder import train as vae_train
 
 GRID = 10  # samples per size: GRID x GRID
-# what each row records of how its model was trained (its checkpoint's settings, reused or not)
-TRAINED_WITH = ("epochs", "lr", "batch_size", "lr_schedule", "seed", "dataset", "binarize")
 EVAL_BATCH = 1000  # images per inference batch
 
 
@@ -222,9 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             terms = neg_elbo(model, test.images, EVAL_BATCH, seed=args.seed)
             iwae = iwae_nll(model, x_iwae, args.iwae_k, seed=args.seed)
             posterior = posterior_diagnostics(*posterior_parameters(model, test.images, EVAL_BATCH), seed=args.seed)
-            trained_with = {k: v for k, v in state["train"].items() if k in TRAINED_WITH}
             rows.append({"latent_dim": d, **terms, "iwae": iwae, "posterior": posterior, "epochs": state["epoch"],
-                         "checkpoint": str(ckpt), "this_run": done[d], "trained_with": trained_with,
+                         "checkpoint": str(ckpt), "this_run": done[d], "trained_with": trained_with(state),
                          "train_seconds": sum(h.get("train_seconds", 0.0) for h in state["history"])})
             z = torch.randn(GRID * GRID, d, generator=torch.Generator().manual_seed(args.seed))
             panels.append((f"d = {d}", decode_codes(model, z).numpy()))

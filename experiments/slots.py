@@ -27,6 +27,16 @@ def trained_on(state: dict[str, Any]) -> dict[str, str]:
     return {"dataset": train.get("dataset", "mnist"), "binarize": train.get("binarize", "none")}
 
 
+# what the records (metrics.json, study.json) keep of how each model was trained
+TRAINED_WITH = ("epochs", "batch_size", "lr", "lr_schedule", "seed", "dataset", "binarize")
+
+
+def trained_with(state: dict[str, Any]) -> dict[str, Any]:
+    """The TRAINED_WITH settings a checkpoint records (those it has)."""
+    train = state.get("train") if isinstance(state.get("train"), dict) else {}
+    return {key: train[key] for key in TRAINED_WITH if key in train}
+
+
 def describe_data(data: dict[str, str]) -> str:
     """"mnist", "mnist, binarized": for messages."""
     return data["dataset"] + (f", binarized ({data['binarize']})" if data["binarize"] != "none" else "")

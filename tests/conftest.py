@@ -53,3 +53,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def one_line_exit(main, argv: list[str]) -> str:
+    """The one line `main(argv)` exits with (status 1, no traceback): "error: ..."."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    message = stopped.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message

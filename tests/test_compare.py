@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import one_line_exit
 from PIL import Image
 
 from experiments import compare
@@ -138,11 +139,7 @@ def runs(tmp_path_factory):
 
 
 def refused(argv):
-    with pytest.raises(SystemExit) as exc:
-        compare.main(argv)
-    message = str(exc.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
+    return one_line_exit(compare.main, argv)
 
 
 @pytest.mark.parametrize("slots,expect", [

@@ -34,7 +34,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import write_mnist
+from conftest import one_line_exit, write_mnist
 
 from common.loop import TrainConfig
 from common.options import MAX_SEED, IntTuple, NumberRange
@@ -165,11 +165,7 @@ def main(program: str) -> Callable:
 
 
 def refusal(program: str, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as stopped:
-        main(program)(argv)
-    message = stopped.value.code
-    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
-    return message
+    return one_line_exit(main(program), argv)
 
 
 def train_low(program: str, extra: list[str]) -> Callable[[Ctx], None]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_line_exit as refused
 from conftest import write_mnist
 from test_trainer import ENV, FAST, SCRIPTS, SMALL, TIMEOUT, last_line, snapshot, wait_for
 
@@ -258,15 +259,6 @@ def test_sigterm_during_parallel_runs_stops_them_too(capsys):
 # ----------------------------------------------------------------------------------------------
 # round three (issue 16): failed runs leave no folder they made, messages name the cause, records
 # of an earlier run are not replaced unasked
-
-
-def refused(main, argv: list[str]) -> str:
-    """The one line `main(argv)` exits with (status 1, no traceback)."""
-    with pytest.raises(SystemExit) as stopped:
-        main(argv)
-    message = stopped.value.code
-    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
-    return message
 
 
 def tree(folder: Path) -> dict[str, str]:

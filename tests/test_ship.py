@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_exit
 from PIL import Image
 
 from common.checkpoint import load_model
@@ -91,11 +92,7 @@ TINY = ["--epochs", "1", "--batch-size", "32", "--filters", "4,4,4,4", "--device
 
 
 def refused(argv):
-    with pytest.raises(SystemExit) as exc:
-        ship.main(argv)
-    message = str(exc.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
+    return one_line_exit(ship.main, argv)
 
 
 def files(folder: Path) -> dict[str, bytes]:

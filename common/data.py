@@ -1,24 +1,21 @@
-"""MNIST-format datasets: IDX files parsed and checked, splits held in memory, seeded batches, binarization.
+"""MNIST-format datasets: IDX files read and checked, splits held in memory, seeded batches, binarization.
 
 Files live where torchvision keeps them (<data-dir>/MNIST/raw/, FashionMNIST/raw/) and torchvision
-downloads missing ones. They are parsed here so that a damaged file is one DataError line naming it,
-and nothing is read before its header passes: at most MAX_IMAGES 28 x 28 uint8 images, a plain file's
-size must match, a gzipped one is inflated in chunks and refused once longer than announced.
+downloads and unpacks missing ones. They are read here so that a damaged file is one DataError line
+naming it, and nothing is read before its header and its size pass: uint8 data, at most MAX_IMAGES
+images of 28 x 28, the file exactly as long as the header says.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import gzip
 import math
 import os
 import stat
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -35,12 +32,10 @@ BINARIZATIONS = ("none", "dynamic")  # grey levels as they are, or Bernoulli dra
 TEST_BINARIZATION_SEED = 0  # the one binary test set every evaluation of every run sees
 NUM_CLASSES = 10
 MAX_IMAGES = 1_000_000  # per split (MNIST's training split has 60,000): caps what a header can ask for
-MAX_IDX_BYTES = MAX_IMAGES * IMAGE_SIZE * IMAGE_SIZE  # the most data read_idx reads from one file
-_MAX_IDX_DIMS = 4
-_CHUNK = 1 << 20  # bytes inflated at a time from a gzipped file
 Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # one tensor, or several batched together
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # uint8, 3 dimensions (N, 28, 28); uint8, 1 dimension (N,)
+# IDX magic numbers: two zero bytes, the type code (0x08: uint8), the number of dimensions
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # images (N, 28, 28); labels (N,)
+_KINDS = {IMAGES_MAGIC: ("images", f"uint8, N x {IMAGE_SIZE} x {IMAGE_SIZE}"), LABELS_MAGIC: ("labels", "uint8, N")}
 
 
 @dataclass(frozen=True)
@@ -54,95 +49,38 @@ class Split:
         return self.images.shape[0]
 
 
-@contextlib.contextmanager
-def _idx_file(path: Path) -> Iterator[IO[bytes]]:
-    """`path` opened for reading (inflated if it ends in .gz): a regular file; any read error is a DataError."""
+def read_idx(path: Path, magic: int, count: int | None = None) -> np.ndarray:
+    """The uint8 array in an MNIST IDX file: the magic number `magic` (images or labels), one big-endian
+    uint32 per dimension, the data in C order. Images must be 28 x 28 and, with `count`, there must be
+    `count` of them. The header and the file's size are checked before any data is read."""
+    kind, need = _KINDS[magic]
     try:
-        with path.open("rb") as raw:
-            if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
-                raise DataError(f"{path} is not a regular file")
-            if path.suffix == ".gz":
-                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                    yield f
-            else:
-                yield raw
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        raise DataError(f"cannot read {path}: {reason}") from None
-
-
-def _read_header(f: IO[bytes], path: Path) -> tuple[np.dtype, tuple[int, ...]]:
-    magic = f.read(4)
-    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number {magic.hex() or 'none'})")
-    ndim = magic[3]
-    if not 1 <= ndim <= _MAX_IDX_DIMS:
-        raise DataError(f"{path} has a bad IDX header ({ndim} dimensions)")
-    dims = f.read(4 * ndim)
-    if len(dims) < 4 * ndim:
-        raise DataError(f"{path} has a truncated IDX header")
-    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
-    return np.dtype(_IDX_DTYPES[magic[2]]), shape
-
-
-def idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
-    """The dtype and shape an IDX file's header announces, read without reading its data."""
-    path = Path(path)
-    with _idx_file(path) as f:
-        return _read_header(f, path)
-
-
-def read_idx(path: str | os.PathLike, dtype: np.dtype | type | None = None,
-             shape: tuple[int | None, ...] | None = None) -> np.ndarray:
-    """An IDX file (optionally gzipped) as an array: two zero bytes, a type code, the number of
-    dimensions, one big-endian uint32 per dimension, the data in C order. `dtype` and `shape` (None:
-    any size), when given, must match the header; checked, with MAX_IDX_BYTES, before any data is read."""
-    path = Path(path)
-    with _idx_file(path) as f:
-        found_dtype, found_shape = _read_header(f, path)
-        if (dtype is not None and found_dtype != np.dtype(dtype)) or (shape is not None and (
-                len(shape) != len(found_shape) or any(w is not None and w != n for w, n in zip(shape, found_shape)))):
-            want = tuple("any" if n is None else n for n in shape) if shape is not None else "any shape"
-            raise DataError(f"{path} holds {found_dtype} data of shape {found_shape}; expected "
-                            f"{np.dtype(dtype) if dtype is not None else 'any type'} of shape {want}")
-        expected = math.prod(found_shape) * found_dtype.itemsize
-        if expected > MAX_IDX_BYTES:
-            raise DataError(f"{path} announces shape {found_shape} ({expected:,} bytes of data); at most "
-                            f"{MAX_IDX_BYTES:,} bytes are read")
-        header = 4 + 4 * len(found_shape)
-        if path.suffix != ".gz":  # the size is known: check it before reading anything
-            size = os.fstat(f.fileno()).st_size
-            if size - header != expected:
-                raise DataError(f"{path} is truncated or padded: header says shape {found_shape} ({expected} bytes "
-                                f"of data), file has {size - header}")
-        data = bytearray()
-        while len(data) < expected:  # in chunks: a file that is shorter than announced costs what it holds
-            chunk = f.read(min(_CHUNK, expected - len(data)))
-            if not chunk:
-                break
-            data += chunk
-        if len(data) < expected or f.read(1):
-            got = f"{len(data)}" if len(data) < expected else "more"
-            raise DataError(f"{path} is truncated or padded: header says shape {found_shape} ({expected} bytes of "
-                            f"data), file has {got}")
-    return np.frombuffer(data, dtype=found_dtype).reshape(found_shape)
-
-
-def _magic(dtype: np.dtype, shape: tuple[int, ...]) -> int:
-    """The IDX magic number of a header: its type code in the third byte, its dimensions in the fourth."""
-    code = next(code for code, kind in _IDX_DTYPES.items() if np.dtype(kind) == dtype)
-    return code << 8 | len(shape)
-
-
-def _check_magic(path: Path, dtype: np.dtype, shape: tuple[int, ...], expected: int, what: str) -> None:
-    """A file whose magic number is not that of its kind is named with both numbers, and as the
-    other kind when it is one (a labels file where the images go, or the other way round)."""
-    found = _magic(dtype, shape)
-    if found != expected:
-        other = {IMAGES_MAGIC: ", as in an images file", LABELS_MAGIC: ", as in a labels file"}.get(found, "")
-        need = f"uint8, N x {IMAGE_SIZE} x {IMAGE_SIZE}" if expected == IMAGES_MAGIC else "uint8, N"
-        raise DataError(f"{path} has IDX magic number 0x{found:08X} ({dtype} data of shape {shape}{other}); "
-                        f"{what} need 0x{expected:08X} ({need})")
+        with path.open("rb") as f:
+            header = f.read(4 + 4 * (magic & 0xFF))
+            found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
+            if found != magic:
+                other = {IMAGES_MAGIC: ", as in an images file", LABELS_MAGIC: ", as in a labels file"}.get(found, "")
+                shown = "none (the file is shorter than 4 bytes)" if found is None else f"0x{found:08X}"
+                raise DataError(f"{path} has IDX magic number {shown}{other}; {kind} need 0x{magic:08X} ({need})")
+            if len(header) < 4 + 4 * (magic & 0xFF):
+                raise DataError(f"{path} has a truncated IDX header")
+            shape = tuple(int.from_bytes(header[i: i + 4], "big") for i in range(4, len(header), 4))
+            if shape[1:] != (IMAGE_SIZE, IMAGE_SIZE)[: len(shape) - 1]:
+                raise DataError(f"{path} holds images of shape {shape[1:]}; expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+            if shape[0] == 0:
+                raise DataError(f"{path} holds no {kind}")
+            if shape[0] > MAX_IMAGES:
+                raise DataError(f"{path} announces {shape[0]:,} {kind}; at most {MAX_IMAGES:,} are read")
+            if count is not None and shape[0] != count:
+                raise DataError(f"{path} holds {shape[0]:,} images but the labels file {count:,} labels")
+            expected, size = math.prod(shape), os.fstat(f.fileno()).st_size - len(header)
+            data = bytearray(expected if size == expected else 0)  # writable, for torch.from_numpy
+            if size != expected or f.readinto(data) != expected:
+                raise DataError(f"{path} is truncated or padded: header says shape {shape} ({expected} bytes of "
+                                f"data), file has {size}")
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {os_reason(err)}") from None
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
@@ -153,21 +91,20 @@ def raw_folder(data_dir: str | os.PathLike, dataset: str) -> Path:
 
 
 def _find(folder: Path, name: str) -> Path | None:
-    """The file `name` (or `name.gz`) in `folder`, or None; one that cannot be looked at or is not a
-    file is an error, not "absent"."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        try:
-            mode = candidate.stat().st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as err:
-            hint = (f" (check the permissions of {folder}/ and the folders above it)"
-                    if err.errno in (errno.EACCES, errno.EPERM) else "")
-            raise DataError(f"cannot read {candidate}: {os_reason(err)}{hint}") from None
-        if not stat.S_ISREG(mode):
-            raise DataError(f"{candidate} is not a regular file")
-        return candidate
-    return None
+    """The file `name` in `folder`, or None; one that cannot be looked at or is not a file is an
+    error, not "absent"."""
+    path = folder / name
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        hint = (f" (check the permissions of {folder}/ and the folders above it)"
+                if err.errno in (errno.EACCES, errno.EPERM) else "")
+        raise DataError(f"cannot read {path}: {os_reason(err)}{hint}") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path} is not a regular file")
+    return path
 
 
 def _download(data_dir: Path, dataset: str) -> None:
@@ -203,24 +140,10 @@ def load_split(data_dir: str | os.PathLike, dataset: str = "mnist", split: str =
         raise DataError(f"{dataset} not found: expected {missing} in {folder}/ "
                         f"(pass --data-dir pointing at the folder that holds {DATASETS[dataset]}/raw/)")
     image_path, label_path = paths
-    dtype, shape = idx_header(image_path)  # headers first: nothing big is read before they pass
-    _check_magic(image_path, dtype, shape, IMAGES_MAGIC, "images")  # so uint8, (N, H, W)
-    if shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{image_path} holds images of shape {shape[1:]} ({dtype}); "
-                        f"expected uint8 {IMAGE_SIZE}x{IMAGE_SIZE}")
-    n = shape[0]
-    if n == 0:
-        raise DataError(f"{image_path} holds no images")
-    if n > MAX_IMAGES:
-        raise DataError(f"{image_path} announces {n:,} images; at most {MAX_IMAGES:,} are read")
-    label_dtype, label_shape = idx_header(label_path)
-    _check_magic(label_path, label_dtype, label_shape, LABELS_MAGIC, "labels")  # so uint8, (N,)
-    if label_shape != (n,):
-        raise DataError(f"{label_path} holds {label_shape} labels for {n} images")
-    images = read_idx(image_path, np.uint8, (n, IMAGE_SIZE, IMAGE_SIZE))
-    labels = read_idx(label_path, np.uint8, (n,))
+    labels = read_idx(label_path, LABELS_MAGIC)  # first: at most MAX_IMAGES bytes, and it gives N
     if labels.max() >= NUM_CLASSES:
         raise DataError(f"{label_path} has labels outside 0..{NUM_CLASSES - 1}")
+    images = read_idx(image_path, IMAGES_MAGIC, count=len(labels))
     return Split(torch.from_numpy(images).unsqueeze(1).float().div_(255.0),  # (N, 1, 28, 28)
                  torch.from_numpy(labels.astype(np.int64)))
 

@@ -5,52 +5,44 @@ import pytest
 import torch
 from conftest import write_idx, write_mnist
 
-from common.data import DataError, iterate_batches, load_split, read_idx
+from common.data import IMAGES_MAGIC, LABELS_MAGIC, DataError, iterate_batches, load_split, read_idx
 
 
 def test_read_idx_round_trip(tmp_path):
-    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    assert np.array_equal(read_idx(write_idx(tmp_path / "a", images)), images)
+    images = (np.arange(2 * 28 * 28) % 256).astype(np.uint8).reshape(2, 28, 28)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a", images), IMAGES_MAGIC), images)
     labels = np.array([3, 1, 4], dtype=np.uint8)
-    assert np.array_equal(read_idx(write_idx(tmp_path / "b", labels)), labels)
-
-
-def test_read_idx_big_endian_int32(tmp_path):
-    values = np.array([1, -2, 70000], dtype=">i4")
-    assert read_idx(write_idx(tmp_path / "c", values, type_code=0x0C)).tolist() == [1, -2, 70000]
+    assert np.array_equal(read_idx(write_idx(tmp_path / "b", labels), LABELS_MAGIC), labels)
 
 
 def test_read_idx_by_hand_bytes(tmp_path):
     # magic 0x00000801 (uint8, 1 dim), length 3, then the bytes 7 8 9
     path = tmp_path / "labels"
     path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
-    assert read_idx(path).tolist() == [7, 8, 9]
-
-
-def test_read_idx_gzipped(tmp_path):
-    import gzip
-    path = tmp_path / "labels.gz"
-    path.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 2, 5, 6])))
-    assert read_idx(path).tolist() == [5, 6]
+    assert read_idx(path, LABELS_MAGIC).tolist() == [7, 8, 9]
 
 
 def test_truncated_idx_is_refused(tmp_path):
     path = write_idx(tmp_path / "t", np.zeros((4, 28, 28), np.uint8))
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(DataError, match="truncated"):
-        read_idx(path)
+    with pytest.raises(DataError, match=r"truncated or padded: header says shape \(4, 28, 28\) \(3136 bytes of data\), "
+                                        r"file has 3126"):
+        read_idx(path, IMAGES_MAGIC)
 
 
 def test_bad_magic_is_refused(tmp_path):
     path = tmp_path / "m"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
-    with pytest.raises(DataError, match="magic"):
-        read_idx(path)
+    with pytest.raises(DataError, match=r"has IDX magic number 0x89504E47; images need 0x00000803"):
+        read_idx(path, IMAGES_MAGIC)
+    path.write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match=r"magic number none \(the file is shorter than 4 bytes\); labels need"):
+        read_idx(path, LABELS_MAGIC)
 
 
 def test_load_split_scales_once_to_unit_interval(tiny_mnist):
     train = load_split(tiny_mnist, "mnist", "train", download=False)
-    raw = read_idx(tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte")
+    raw = read_idx(tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte", IMAGES_MAGIC)
     assert train.images.shape == (96, 1, 28, 28) and train.images.dtype == torch.float32
     assert torch.allclose(train.images[:, 0], torch.from_numpy(raw.astype(np.float32)) / 255)
     assert train.labels.dtype == torch.int64 and train.labels.shape == (96,)
@@ -121,18 +113,6 @@ def idx_header(n: int, *dims: int, type_code: int = 0x08) -> bytes:
     return bytes([0, 0, type_code, 1 + len(dims)]) + b"".join(d.to_bytes(4, "big") for d in (n, *dims))
 
 
-def gzip_bomb(path, header: bytes, inflated: int):
-    """Members of zeros, each compressed once and repeated: a few KB per 16 MB inflated."""
-    import gzip
-
-    member = gzip.compress(bytes(1 << 24), compresslevel=9)
-    with path.open("wb") as f:
-        f.write(gzip.compress(header))
-        for _ in range(inflated >> 24):
-            f.write(member)
-    return path
-
-
 def peak_bytes(fn):
     import tracemalloc
 
@@ -145,92 +125,51 @@ def peak_bytes(fn):
     return peak
 
 
-def test_a_gzip_bomb_is_refused_after_the_size_its_header_announces(tmp_path):
-    # 512 images announced (401 KB), 2 GB of zeros inflated from a 2 MB file
-    path = gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", idx_header(512, 28, 28), 2 << 30)
-    assert path.stat().st_size < 3_000_000
-
-    def read():
-        with pytest.raises(DataError, match=r"is truncated or padded: header says shape \(512, 28, 28\) "
-                                            r"\(401408 bytes of data\), file has more"):
-            read_idx(path)
-
-    assert peak_bytes(read) < 4 * 401408 + (2 << 20)  # the announced size, a chunk, not the 2 GB
-
-
 def test_a_huge_sparse_file_is_refused_from_its_header(tmp_path):
     path = tmp_path / "images"
     with path.open("wb") as f:
         f.write(idx_header(2**31, 28, 28))
         f.truncate(16 + 2**31 * 784)  # sparse: takes no disk space
-    with pytest.raises(DataError, match="announces shape .* at most 784,000,000 bytes are read"):
-        read_idx(path)
+    with pytest.raises(DataError, match="announces 2,147,483,648 images; at most 1,000,000 are read"):
+        read_idx(path, IMAGES_MAGIC)
     with path.open("r+b") as f:  # an honest header, a file far too big for it
         f.write(idx_header(1000, 28, 28))
 
     def read():
         with pytest.raises(DataError, match=r"truncated or padded: header says shape \(1000, 28, 28\)"):
-            read_idx(path)
+            read_idx(path, IMAGES_MAGIC)
 
     assert peak_bytes(read) < 1 << 20  # refused from the file's size, nothing read
 
 
-def test_load_split_checks_both_headers_before_reading_data(tmp_path, monkeypatch):
-    from common import data
-
+def test_load_split_checks_the_headers_before_reading_data(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     images = raw / "t10k-images-idx3-ubyte"
     labels = raw / "t10k-labels-idx1-ubyte"
-    reads = []
-    monkeypatch.setattr(data, "read_idx", lambda *a, **k: reads.append(a) or read_idx(*a, **k))
     for header, label_header, match in [
-        (idx_header(10**7, 28, 28), idx_header(10**7), "announces 10,000,000 images; at most 1,000,000 are read"),
-        (idx_header(3, 28, 28), idx_header(2), r"holds \(2,\) labels for 3 images"),
-        (idx_header(3, 28, 28), idx_header(3, 1), r"magic number 0x00000802 \(uint8 data of shape \(3, 1\)\); "
-                                                  r"labels need 0x00000801"),
-        (idx_header(3, 28, 28), idx_header(3, type_code=0x0C), r"magic number 0x00000C01 \(>i4 data of shape"),
-        (idx_header(3, 28, 28, type_code=0x0D), idx_header(3), r"0x00000D03 \(>f4 data of shape \(3, 28, 28\)\); "
-                                                               r"images need 0x00000803 \(uint8, N x 28 x 28\)"),
-        (idx_header(3), idx_header(3), r"0x00000801 \(uint8 data of shape \(3,\), as in a labels file\); images "
-                                       r"need 0x00000803"),
-        (idx_header(3, 28, 28), idx_header(3, 28, 28), r"labels-idx1-ubyte has IDX magic number 0x00000803 "
-                                                       r"\(uint8 data of shape \(3, 28, 28\), as in an images file\)"),
-        (idx_header(0, 28, 28), idx_header(0), "holds no images"),
+        (idx_header(10**7, 28, 28), idx_header(10**7), "labels-idx1-ubyte announces 10,000,000 labels; at most "
+                                                       "1,000,000 are read"),
+        (idx_header(10**7, 28, 28), idx_header(2) + bytes(2), "images-idx3-ubyte announces 10,000,000 images"),
+        (idx_header(3, 28, 28), idx_header(2) + bytes(2), "images-idx3-ubyte holds 3 images but the labels file 2 "
+                                                          "labels"),
+        (idx_header(3, 28, 28), idx_header(3, 1), r"labels-idx1-ubyte has IDX magic number 0x00000802; labels need "
+                                                  r"0x00000801 \(uint8, N\)"),
+        (idx_header(3, 28, 28), idx_header(3, type_code=0x0C), r"magic number 0x00000C01; labels need 0x00000801"),
+        (idx_header(3, 28, 28, type_code=0x0D), idx_header(3) + bytes(3),
+         r"images-idx3-ubyte has IDX magic number 0x00000D03; images need 0x00000803 \(uint8, N x 28 x 28\)"),
+        (idx_header(3), idx_header(3) + bytes(3), r"images-idx3-ubyte has IDX magic number 0x00000801, as in a "
+                                                  r"labels file; images need 0x00000803"),
+        (idx_header(3, 28, 28), idx_header(3, 28, 28), r"labels-idx1-ubyte has IDX magic number 0x00000803, as in an "
+                                                       r"images file; labels need 0x00000801"),
+        (idx_header(3, 28, 28), idx_header(0), "labels-idx1-ubyte holds no labels"),
+        (idx_header(3, 32, 32), idx_header(3) + bytes(3), r"holds images of shape \(32, 32\); expected 28x28"),
+        (bytes([0, 0, 8, 3, 0]), idx_header(3) + bytes(3), "images-idx3-ubyte has a truncated IDX header"),
     ]:
         images.write_bytes(header)  # headers only: the data would be read after the checks
         labels.write_bytes(label_header)
         with pytest.raises(DataError, match=match):
             load_split(tmp_path, "mnist", "test", download=False)
-    assert reads == []
-
-
-def test_a_gzipped_split_reads_like_a_plain_one(tmp_path):
-    import gzip
-
-    root = write_mnist(tmp_path / "plain", n_train=4, n_test=6)
-    zipped = tmp_path / "zipped" / "MNIST" / "raw"
-    zipped.mkdir(parents=True)
-    for f in (root / "MNIST" / "raw").iterdir():
-        (zipped / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
-    a = load_split(root, "mnist", "test", download=False)
-    b = load_split(tmp_path / "zipped", "mnist", "test", download=False)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
-
-
-def test_corrupt_gzip_and_odd_headers_are_one_line(tmp_path):
-    import gzip
-
-    bad = tmp_path / "x.gz"
-    bad.write_bytes(gzip.compress(idx_header(2) + b"\x01\x02")[:-6])  # cut inside the trailer
-    with pytest.raises(DataError, match=f"cannot read {bad}"):
-        read_idx(bad)
-    odd = tmp_path / "odd"
-    odd.write_bytes(bytes([0, 0, 8, 200]))
-    with pytest.raises(DataError, match=r"bad IDX header \(200 dimensions\)"):
-        read_idx(odd)
-    with pytest.raises(DataError, match=r"holds uint8 data of shape \(2,\); expected uint8 of shape \('any', 28, 28\)"):
-        read_idx(write_idx(tmp_path / "l", np.zeros(2, np.uint8)), np.uint8, (None, 28, 28))
 
 
 def test_a_checkpoint_reader_finds_the_data_given_trained_with_or_downloads_to_data(tmp_path):

@@ -1,7 +1,7 @@
-"""What a run ran on: versions, device, CPU features, threads and the git commit (run.json, the benchmark).
+"""What a run ran on, for run.json: versions, device, CPU model, threads and the git commit.
 
-Best-effort throughout: a missing file, tool or private torch helper gives None or False, never an
-exception, since describing a run must not break it.
+Best-effort throughout: a missing file or tool gives None, never an exception, since describing a
+run must not break it.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from typing import Any
 import torch
 
 CPUINFO = Path("/proc/cpuinfo")
-ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx": "amx_tile"}  # -> cpuinfo flag
-ISA_NAMES = (("amx", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512", "AVX-512"), ("avx2", "AVX2"))  # best first
 
 
-def _cpuinfo_field(name: str) -> str | None:
-    """The value of the first `name : value` line of /proc/cpuinfo, or None."""
+def cpuinfo_field(name: str) -> str | None:
+    """The value of the first `name : value` line of /proc/cpuinfo, or None (no such line, not Linux)."""
     try:
         with CPUINFO.open(encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -33,32 +31,9 @@ def _cpuinfo_field(name: str) -> str | None:
     return None
 
 
-def cpu_isa_features(flags: set[str] | None = None) -> dict[str, bool]:
-    """Which of AVX2, AVX-512, AVX-512 BF16 and AMX the CPU has, from the cpuinfo `flags` if given,
-    else from /proc/cpuinfo, else (macOS, Windows, ARM) from torch's own CPU dispatch."""
-    if flags is None:
-        line = _cpuinfo_field("flags")
-        if line is None:
-            capability = torch.backends.cpu.get_cpu_capability().upper()
-            # private torch probes: present in recent releases, absent in older ones
-            bf16, amx = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported",
-                                                                      "_is_amx_tile_supported"))
-            avx512 = capability.startswith("AVX512")
-            return {"avx2": avx512 or capability.startswith("AVX2"), "avx512": avx512,
-                    "avx512_bf16": bool(bf16()) if callable(bf16) else False,
-                    "amx": bool(amx()) if callable(amx) else False}
-        flags = set(line.split())
-    return {feature: flag in flags for feature, flag in ISA_FLAGS.items()}
-
-
-def isa_summary(features: dict[str, bool]) -> str:
-    """The best vector ISA in `features` as a short label: "AMX", ..., "AVX2" or "no AVX2"."""
-    return next((label for feature, label in ISA_NAMES if features.get(feature, False)), "no AVX2")
-
-
 def cpu_model_name() -> str | None:
     """The CPU's marketing name, e.g. "Intel(R) Xeon(R) Platinum 8480+", or None where unknown."""
-    return _cpuinfo_field("model name") or platform.processor() or None
+    return cpuinfo_field("model name") or platform.processor() or None
 
 
 def git_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -80,8 +55,8 @@ def git_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def describe_run_environment(device: torch.device, repo_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Everything needed to tell two runs' machines apart, as JSON-ready plain types."""
-    features = cpu_isa_features()
+    """Everything needed to tell two runs' machines apart, as JSON-ready plain types. On a CPU,
+    torch_cpu_capability names the vector kernels torch runs (e.g. AVX512, or AVX2 where capped)."""
     try:  # from the package metadata: importing torchvision takes about 2 s
         torchvision = importlib.metadata.version("torchvision")
     except importlib.metadata.PackageNotFoundError:
@@ -90,7 +65,6 @@ def describe_run_environment(device: torch.device, repo_path: str | os.PathLike[
         "python": platform.python_version(), "torch": str(torch.__version__), "torchvision": torchvision,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model_name(),
-        "cpu_features": features, "cpu_isa": isa_summary(features),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
         "git": git_state(repo_path) if repo_path else None,
     }

@@ -56,7 +56,7 @@ from common.data import IMAGE_SIZE, iterate_batches, load_split
 from common.device import DEVICES, PRECISIONS, autocast, get_device, resolve_precision
 from common.errors import ProjectError, exit_on_error
 from common.loop import COMPILE_MODES, LossFn, TrainConfig, evaluate, make_optimizer, make_step, train_one_epoch
-from common.machine import cpu_isa_features, cpu_model_name, isa_summary
+from common.machine import cpu_model_name, cpuinfo_field
 from common.options import NumberRange, positive_int, seed_int
 from common.registry import MODELS, model_classes
 from common.speed import keep_freed_memory
@@ -143,6 +143,33 @@ def timed_eval(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, batch_size: i
     evaluate(model, (x, labels(x)), loss_fn, batch_size, amp=amp)
     _sync(x.device)
     return len(x) / (time.perf_counter() - t0)
+
+
+ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_bf16": "avx512_bf16", "amx": "amx_tile"}  # -> cpuinfo flag
+ISA_NAMES = (("amx", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512", "AVX-512"), ("avx2", "AVX2"))  # best first
+
+
+def cpu_isa_features(flags: set[str] | None = None) -> dict[str, bool]:
+    """Which of AVX2, AVX-512, AVX-512 BF16 and AMX the CPU has, from the cpuinfo `flags` if given,
+    else from /proc/cpuinfo, else (macOS, Windows, ARM) from torch's own CPU dispatch."""
+    if flags is None:
+        line = cpuinfo_field("flags")
+        if line is None:
+            capability = torch.backends.cpu.get_cpu_capability().upper()
+            # private torch probes: present in recent releases, absent in older ones
+            bf16, amx = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported",
+                                                                      "_is_amx_tile_supported"))
+            avx512 = capability.startswith("AVX512")
+            return {"avx2": avx512 or capability.startswith("AVX2"), "avx512": avx512,
+                    "avx512_bf16": bool(bf16()) if callable(bf16) else False,
+                    "amx": bool(amx()) if callable(amx) else False}
+        flags = set(line.split())
+    return {feature: flag in flags for feature, flag in ISA_FLAGS.items()}
+
+
+def isa_summary(features: dict[str, bool]) -> str:
+    """The best vector ISA in `features` as a short label: "AMX", ..., "AVX2" or "no AVX2"."""
+    return next((label for feature, label in ISA_NAMES if features.get(feature, False)), "no AVX2")
 
 
 def format_name(memory_format: torch.memory_format) -> str:

@@ -1,4 +1,5 @@
-"""common.machine: CPU feature parsing on hand-made flag sets, git state on throwaway repos, the run record."""
+"""The machine description: CPU feature parsing on hand-made flag sets (experiments.bench), git state on
+throwaway repos and the run record (common.machine)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from common import machine
+from experiments import bench
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -25,18 +27,18 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not i
      {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": True}, "AMX"),
 ])
 def test_cpu_isa_features_from_flags(flags: set[str], expected: dict[str, bool], summary: str) -> None:
-    features = machine.cpu_isa_features(flags)
+    features = bench.cpu_isa_features(flags)
     assert features == expected
-    assert machine.isa_summary(features) == summary
+    assert bench.isa_summary(features) == summary
 
 
 def test_amx_needs_the_tile_flag() -> None:
     # amx_bf16 alone is not what we key on: AMX means tiles.
-    assert machine.cpu_isa_features({"amx_bf16", "amx_int8"})["amx"] is False
+    assert bench.cpu_isa_features({"amx_bf16", "amx_int8"})["amx"] is False
 
 
 def test_cpu_isa_features_of_this_machine() -> None:
-    features = machine.cpu_isa_features()
+    features = bench.cpu_isa_features()
     assert set(features) == {"avx2", "avx512", "avx512_bf16", "amx"}
     assert all(isinstance(v, bool) for v in features.values())
 
@@ -47,10 +49,10 @@ def test_cpu_isa_features_without_proc_cpuinfo(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    assert machine.cpu_isa_features() == {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": False}
+    assert bench.cpu_isa_features() == {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": False}
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert machine.isa_summary(machine.cpu_isa_features()) == "no AVX2"
+    assert bench.isa_summary(bench.cpu_isa_features()) == "no AVX2"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -110,12 +112,12 @@ def test_git_state_without_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 @needs_git
 def test_describe_run_environment(repo: Path) -> None:
     info = machine.describe_run_environment(torch.device("cpu"), repo_path=repo)
-    assert set(info) == {"python", "torch", "torchvision", "device", "device_name", "cpu_features", "cpu_isa",
-                         "torch_cpu_capability", "threads", "git"}
+    assert set(info) == {"python", "torch", "torchvision", "device", "device_name", "torch_cpu_capability",
+                         "threads", "git"}
     assert json.loads(json.dumps(info)) == info
     assert info["device"] == "cpu"
     assert info["threads"] == torch.get_num_threads()
-    assert info["cpu_isa"] == machine.isa_summary(info["cpu_features"])
+    assert info["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert info["git"] == {"commit": git(repo, "rev-parse", "HEAD"), "dirty": False}
 
 

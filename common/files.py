@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -25,30 +26,8 @@ try:
 except ImportError:  # not POSIX (Windows): no lock
     fcntl = None  # type: ignore[assignment]
 
-# torch.save's zip writer turns a failed write's OSError into a RuntimeError such as
-# "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"; these mark such errors.
-_TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed")
 STAGING_PREFIX = ".staging-"
 LOCK_NAME = ".lock"
-
-
-class _RecordingFile:
-    """The file handed to a writer: keeps the first OSError a write raises, so the message can say
-    "No space left on device" even when the writer (torch.save) turned it into a RuntimeError."""
-
-    def __init__(self, f: IO[bytes]):
-        self._f = f
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self._f.write(data)
-        except OSError as err:
-            self.error = self.error or err
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
 
 
 SYMLINK_LOOP = "too many levels of symbolic links (a symbolic link loop)"
@@ -73,13 +52,6 @@ def os_reason(err: OSError) -> str:
     return err.strerror or str(err) or type(err).__name__
 
 
-def _reason(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.strerror:
-        return os_reason(err)
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
-
-
 def _sync_folder(folder: Path) -> None:
     """Make a rename durable; where a filesystem cannot sync a folder, the rename stands anyway."""
     with contextlib.suppress(OSError):
@@ -91,22 +63,22 @@ def _sync_folder(folder: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call `write(f)` on a temporary file next to `path`, fsync it and rename it over `path`. On any
-    failure the temporary file is removed and `path` left as it was; a failed write is a WriteError.
+    """Call `write(f)` on an in-memory file, then put its bytes at `path` atomically: a temporary file
+    next to it, synced and renamed over it. On any failure the temporary file is removed and `path`
+    left as it was; an OSError (disk full, no permission) is a WriteError naming the file.
 
     >>> atomic_write(folder / "samples.png", lambda f: fig.savefig(f, format="png"))
     """
-    path = Path(path)
+    path, tmp = Path(path), None
     try:
+        # in memory first (every file here is a few MB): a writer such as torch.save then never meets the
+        # disk, whose errors it would turn into its own
+        buffer = io.BytesIO()
+        write(buffer)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise WriteError(f"cannot write {path}: {_reason(err)}") from None
-    recorder = None
-    try:
         with os.fdopen(fd, "wb") as f:
-            recorder = _RecordingFile(f)
-            write(recorder)
+            f.write(buffer.getbuffer())
             f.flush()
             umask = os.umask(0o022)  # mkstemp's files are 0o600: give what open() would (0o666 less the umask)
             os.umask(umask)
@@ -114,12 +86,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        recorded = recorder.error if recorder is not None else None
-        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and (
-                recorded is not None or any(mark in str(err) for mark in _TORCH_WRITE_FAILURES))):
-            raise WriteError(f"cannot write {path}: {_reason(recorded or err)}") from None
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise WriteError(f"cannot write {path}: {os_reason(err)}") from None
         raise  # an interrupt, or a bug in the writer (which keeps its traceback)
     _sync_folder(path.parent)
     return path
@@ -194,7 +165,7 @@ def publish(files: list[Path], folder: str | os.PathLike) -> list[Path]:
                     os.replace(staged, target)
                 except OSError as err:
                     rest = ", ".join(p.name for p in files if folder / p.name not in done)
-                    raise WriteError(f"cannot write {target}: {_reason(err)}; not replaced: {rest}") from None
+                    raise WriteError(f"cannot write {target}: {os_reason(err)}; not replaced: {rest}") from None
                 done.append(target)
             _sync_folder(folder)
     except Signalled as stop:  # it came during the renames, which all happened

@@ -25,7 +25,7 @@ from torch import nn
 
 from common.data import IMAGE_SIZE
 from common.device import get_device
-from common.errors import CheckpointError, DeviceError, short_repr
+from common.errors import CheckpointError, short_repr
 from common.files import atomic_write, os_reason
 from common.loop import TrainConfig
 from common.options import MAX_EPOCHS
@@ -63,14 +63,10 @@ def _check_archive(path: Path, head: bytes) -> None:
         raise CheckpointError(f"{path} is corrupt: its entries claim more bytes than the file has")
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """What torch.save wrote to `path`, read without running code from it (weights_only=True); every
-    failure, a `map_location` this machine lacks included, is a one-line CheckpointError."""
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """What torch.save wrote to `path`, read onto the CPU without running code from it
+    (weights_only=True); every failure is a one-line CheckpointError."""
     path = Path(path)
-    try:
-        device = get_device(str(map_location))
-    except DeviceError as err:
-        raise CheckpointError(f"cannot load {path} onto {str(map_location)!r}: {err}") from None
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -90,7 +86,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         with warnings.catch_warnings():  # a damaged file's pickle protocol, ...: the error below says it all
             warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-            return torch.load(path, map_location=device, weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch.load raises whatever its parser meets in a damaged file
         if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
             raise CheckpointError(f"{path} holds objects other than tensors and plain Python values; refused, "
@@ -162,11 +158,10 @@ def _check_history(path: Path, state: dict[str, Any]) -> None:
         raise CheckpointError(f"{path} is malformed: it has {epoch} epochs but {len(history)} history entries")
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
-                    ) -> dict[str, Any]:
-    """Read and validate a checkpoint of this project (see the module docstring)."""
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Read (onto the CPU) and validate a checkpoint of this project (see the module docstring)."""
     path = Path(path)
-    state = read_checkpoint(path, map_location)
+    state = read_checkpoint(path)
     required = ("kind", "config", "model")
     if not isinstance(state, dict) or any(key not in state for key in required):
         raise CheckpointError(f"{path} is not a checkpoint of this project (missing {', '.join(required)})")
@@ -218,28 +213,22 @@ def check_resumable(path: str | os.PathLike, state: dict[str, Any]) -> None:
                               f"resumed; start a new run with --overwrite")
 
 
-def model_from_state(state: dict[str, Any], map_location: str | torch.device = "cpu") -> nn.Module:
+def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a checkpoint that load_checkpoint has validated, on `device`, in eval mode."""
     model_cls, config_cls = model_classes(state["kind"])
-    try:
-        model = model_cls(config_cls(**state["config"]))
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint config does not build a {state['kind']} model: {err}") from None
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, TypeError, AttributeError, KeyError) as err:
-        raise CheckpointError(f"checkpoint weights do not fit its config: {str(err).splitlines()[0]}") from None
-    return model.to(map_location).eval()
+    model = model_cls(config_cls(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(get_device(str(device))).eval()
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
-               ) -> nn.Module:
-    """The model stored at `path` (any registered kind) with its weights, in eval mode; every failure
-    is a CheckpointError.
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
+    """The model stored at `path` (any registered kind) with its weights, on `device`, in eval mode;
+    every failure is a one-line ProjectError.
 
     >>> model = load_model("variational_autoencoder/checkpoints/last.pt")
     >>> mu, logvar = model.encode(x)  # x: (N, 1, 28, 28) in [0, 1]
     """
-    return model_from_state(load_checkpoint(path, map_location=map_location, kind=kind), map_location)
+    return model_from_state(load_checkpoint(path, kind=kind), device)
 
 
 def for_inference(model: nn.Module) -> nn.Module:

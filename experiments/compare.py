@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from tqdm import tqdm
 from common import figures
 from common.data import DATASETS, NUM_CLASSES, Split, data_dir_for, evaluation_split, load_split, raw_folder
 from common.device import DEVICES, get_device
-from common.errors import DataError, ProjectError, exit_on_error, signals_deferred
+from common.errors import DataError, exit_on_error, signals_deferred
 from common.files import check_writable, removed_if_left_empty, write_json
 from common.latents import (
     balanced_labels,
@@ -82,7 +81,7 @@ from experiments.metrics import (
     reconstruction_metrics,
 )
 from experiments.samplers import fit_gmm, sample_gmm
-from experiments.slots import load_slot, same_data, trained_with
+from experiments.slots import load_slot, refuse_to_replace, same_data, trained_with
 
 GRID = 10  # ae_vs_vae.png shows GRID x GRID samples per panel
 REFERENCE_IMAGES = 10_000  # at most this many training images' features are compared with the test set's ("FID" floor)
@@ -267,10 +266,7 @@ def check_sizes(train: Split, test: Split, where: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error(), removed_if_left_empty(args.out_dir):
-        earlier = [name for name in OUTPUTS if os.path.lexists(args.out_dir / name)]
-        if earlier and not args.overwrite:
-            raise ProjectError(f"{args.out_dir} holds an earlier comparison ({', '.join(earlier)}): pass --overwrite "
-                               f"to replace it, or use another --out-dir")
+        refuse_to_replace(args.out_dir, OUTPUTS, args.overwrite, "comparison")
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
         device = get_device(args.device)

@@ -10,18 +10,18 @@ IWAE estimate is reported with its standard error over the images; --out writes 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from common.checkpoint import load_for_inference
 from common.data import data_dir_for, evaluation_split, load_split
 from common.device import DEVICES, get_device
-from common.errors import CheckpointError, DataError, ProjectError, exit_on_error
+from common.errors import CheckpointError, DataError, exit_on_error
 from common.files import write_json
 from common.options import positive_int, seed_int
 from common.speed import keep_freed_memory_on
 from experiments.metrics import estimate_images, iwae_nll, neg_elbo
+from experiments.slots import refuse_to_replace
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,17 +35,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iwae-images", type=estimate_images,
                    help=f"the first N test images, {estimate_images.span()} (default: all)")
     p.add_argument("--seed", type=seed_int, default=0, help=f"the estimates' noise, {seed_int.span()} (default: 0)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     p.add_argument("--out", type=Path, help="also write the numbers to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
-        if args.out is not None and os.path.lexists(args.out) and not args.overwrite:
-            raise ProjectError(f"{args.out} already exists: pass --overwrite to replace it, or another --out")
+        if args.out is not None:
+            refuse_to_replace(args.out.parent, [args.out.name], args.overwrite, "estimate", flag="--out")
         model, state = load_for_inference(args.checkpoint, device := get_device(args.device), kind="vae")
         keep_freed_memory_on(device)  # the IWAE's decodes reuse their memory (common/speed.py)
         if model.config.conditional:

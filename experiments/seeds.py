@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from common.errors import ProjectError, exit_on_error
 from common.files import atomic_write, write_json
+from experiments.slots import refuse_to_replace
 
 OUTPUTS = ("summary.json", "summary.md")  # what --out-dir receives
 # (label, key, format, higher is better) for each column of the samples table
@@ -163,10 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with exit_on_error():
-        earlier = [name for name in OUTPUTS if args.out_dir is not None and os.path.lexists(args.out_dir / name)]
-        if earlier and not args.overwrite:
-            raise ProjectError(f"{args.out_dir} holds an earlier summary ({', '.join(earlier)}): pass --overwrite to "
-                               f"replace it, or use another --out-dir")
+        if args.out_dir is not None:  # else nothing is written
+            refuse_to_replace(args.out_dir, OUTPUTS, args.overwrite, "summary")
         text = format_summary(summary := summarise(read_runs(args.metrics)))
         if args.out_dir is not None:
             write_json(args.out_dir / "summary.json", summary)

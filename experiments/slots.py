@@ -10,13 +10,15 @@ never saw, models trained on different data compared on one test set).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from common.checkpoint import load_for_inference
-from common.errors import CheckpointError
+from common.errors import CheckpointError, ProjectError
 from common.registry import MODELS
 
 
@@ -76,3 +78,13 @@ def same_data(states: dict[str, dict[str, Any]], dataset: str | None = None) -> 
         raise CheckpointError(f"--dataset {dataset}: the models were trained on {first['dataset']}; drop the flag "
                               f"or give models trained on {dataset}")
     return first
+
+
+def refuse_to_replace(out_dir: Path, names: Iterable[str], overwrite: bool, what: str, flag: str = "--out-dir"
+                      ) -> None:
+    """One line, unless `overwrite`, when `out_dir` holds any of the files `names` of an earlier `what`;
+    `flag` is the one that names another place."""
+    earlier = [name for name in names if os.path.lexists(out_dir / name)]
+    if earlier and not overwrite:
+        raise ProjectError(f"{out_dir} holds an earlier {what} ({', '.join(earlier)}): pass --overwrite to replace "
+                           f"it, or use another {flag}")

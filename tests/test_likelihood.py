@@ -50,7 +50,8 @@ def test_an_existing_out_file_is_replaced_only_with_overwrite(tmp_path, tiny_mni
             "--no-download", "--device", "cpu", "--out", str(out)]
     with pytest.raises(SystemExit) as refused:
         likelihood.main(argv)
-    assert refused.value.code == f"error: {out} already exists: pass --overwrite to replace it, or another --out"
+    assert refused.value.code == (f"error: {out.parent} holds an earlier estimate ({out.name}): pass --overwrite to "
+                                  f"replace it, or use another --out")
     assert out.read_text() == "an earlier result\n"
     likelihood.main([*argv, "--overwrite"])
     assert json.loads(out.read_text())["iwae"]["k"] == 2

@@ -221,14 +221,16 @@ def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") 
     return model.to(get_device(str(device))).eval()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", kind: str | None = None) -> nn.Module:
-    """The model stored at `path` (any registered kind) with its weights, on `device`, in eval mode;
-    every failure is a one-line ProjectError.
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+               ) -> nn.Module:
+    """The model stored at `path` (any registered kind) with its weights, on the device `map_location`,
+    in eval mode; every failure is one line: a CheckpointError, or a DeviceError for a device this
+    machine lacks.
 
     >>> model = load_model("variational_autoencoder/checkpoints/last.pt")
     >>> mu, logvar = model.encode(x)  # x: (N, 1, 28, 28) in [0, 1]
     """
-    return model_from_state(load_checkpoint(path, kind=kind), device)
+    return model_from_state(load_checkpoint(path, kind=kind), map_location)
 
 
 def for_inference(model: nn.Module) -> nn.Module:

@@ -217,9 +217,9 @@ def test_loading_onto_a_missing_device_says_so(tmp_path):
     path = tmp_path / "m.pt"
     torch.save(_state(), path)
     with pytest.raises(DeviceError, match="device 'cuda' requested but CUDA is not available"):
-        load_model(path, "cuda")
+        load_model(path, map_location="cuda")
     with pytest.raises(DeviceError, match="unknown device 'tpu'"):
-        load_model(path, "tpu")
+        load_model(path, map_location="tpu")
 
 
 def _with_pickle(path, pickled: bytes):

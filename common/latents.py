@@ -25,35 +25,34 @@ SUBSET_SEED = 0
 FILE_NAME = "latent_codes.npz"  # plain arrays: epochs (E,), codes (E, n, d) float32, labels (n,), indices (n,)
 
 
-def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
-    """`t` if every value is finite: finite weights can still overflow the activations, and every
-    figure or metric drawn from them would be blank or NaN."""
-    if not bool(torch.isfinite(t).all()):
+@torch.inference_mode()
+def _in_batches(model: GenerativeModel, fn, inputs: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+                what: str) -> torch.Tensor:
+    """fn(inputs, labels) batch by batch on the model's device, in eval mode, gathered as float32 on the
+    CPU; all finite, since finite weights can still overflow the activations and every figure or
+    metric drawn from them would be blank or NaN."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = torch.cat([fn(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
+                     for xb, yb in with_optional_labels(inputs, labels, batch_size)])
+    if not bool(torch.isfinite(out).all()):
         raise CheckpointError(f"the model's {what} are NaN or infinite: its weights overflow float32, so the "
                               f"checkpoint is unusable")
-    return t
+    return out
 
 
-@torch.inference_mode()
 def encode_codes(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000, *,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
     """(N, C, H, W) images -> (N, latent_dim) point codes, float32 on the CPU; `labels` (N,) for a
     conditional model (others ignore them)."""
-    device = next(model.parameters()).device
-    model.eval()
-    return _finite(torch.cat([model.code(xb.to(device), None if yb is None else yb.to(device)).float().cpu()
-                              for xb, yb in with_optional_labels(x, labels, batch_size)]), "codes")
+    return _in_batches(model, model.code, x, labels, batch_size, "codes")
 
 
-@torch.inference_mode()
 def decode_codes(model: GenerativeModel, z: torch.Tensor, batch_size: int = 1000, *,
                  labels: torch.Tensor | None = None) -> torch.Tensor:
     """(N, latent_dim) codes -> (N, C, H, W) intensities in [0, 1], float32 on the CPU; `labels` (N,):
     the digits a conditional model should write."""
-    device = next(model.parameters()).device
-    model.eval()
-    return _finite(torch.cat([model.decode(zb.to(device), None if yb is None else yb.to(device)).float().cpu()
-                              for zb, yb in with_optional_labels(z, labels, batch_size)]), "decoded images")
+    return _in_batches(model, model.decode, z, labels, batch_size, "decoded images")
 
 
 def reconstruct(model: GenerativeModel, x: torch.Tensor, batch_size: int = 1000, *,

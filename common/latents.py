@@ -101,19 +101,27 @@ def subset_indices(num_test: int, size: int = SUBSET_SIZE, seed: int = SUBSET_SE
     return torch.randperm(num_test, generator=torch.Generator().manual_seed(seed))[:size]
 
 
+def _checked(arrays, where: object) -> CodeHistory:
+    """The CodeHistory in `arrays` (an .npz file, or a shipped checkpoint's dict), its shapes checked."""
+    try:
+        kinds = {"epochs": np.int64, "codes": np.float32, "labels": np.int64, "indices": np.int64}
+        history = CodeHistory(*(np.asarray(arrays[key]).astype(kind) for key, kind in kinds.items()))
+    except (KeyError, TypeError, ValueError):
+        raise ProjectError(f"{where} holds a malformed latent-code history") from None
+    e, c = history.epochs, history.codes
+    n = c.shape[1] if c.ndim == 3 else -1  # images in the subset
+    if e.ndim != 1 or c.ndim != 3 or c.shape[0] != len(e) or {history.labels.shape, history.indices.shape} != {(n,)}:
+        raise ProjectError(f"{where} is malformed: epochs {e.shape}, codes {c.shape}, labels {history.labels.shape}")
+    return history
+
+
 def read_code_history(path: str | os.PathLike) -> CodeHistory:
     """The arrays in `path`, checked for consistent shapes; a ProjectError with one line otherwise."""
-    path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as f:
-            history = CodeHistory(*(np.asarray(f[key]) for key in ("epochs", "codes", "labels", "indices")))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            return _checked(f, path)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise ProjectError(f"cannot read the latent-code history {path}: {str(err).splitlines()[0][:200]}") from None
-    e, c = history.epochs, history.codes
-    if (e.ndim != 1 or c.ndim != 3 or c.shape[0] != len(e) or history.labels.shape != (c.shape[1],)
-            or history.indices.shape != (c.shape[1],)):
-        raise ProjectError(f"{path} is malformed: epochs {e.shape}, codes {c.shape}, labels {history.labels.shape}")
-    return history
 
 
 def append_epoch(path: str | os.PathLike, epoch: int, codes: torch.Tensor, labels: torch.Tensor,
@@ -143,15 +151,8 @@ def append_epoch(path: str | os.PathLike, epoch: int, codes: torch.Tensor, label
 def find_code_history(checkpoint: str | os.PathLike, state: dict) -> CodeHistory | None:
     """The code history of a checkpoint: embedded in it (shipped model files), or its run folder's
     (<run>/checkpoints/last.pt -> <run>/latent_codes.npz), or None."""
-    embedded = state.get("latent_codes")
-    if isinstance(embedded, dict):
-        try:
-            epochs, codes, labels, indices = (np.asarray(embedded[key]) for key in
-                                              ("epochs", "codes", "labels", "indices"))
-        except (KeyError, TypeError, ValueError):
-            raise ProjectError(f"{checkpoint} holds a malformed latent_codes entry") from None
-        return CodeHistory(epochs.astype(np.int64), codes.astype(np.float32), labels.astype(np.int64),
-                           indices.astype(np.int64))
+    if isinstance(state.get("latent_codes"), dict):
+        return _checked(state["latent_codes"], checkpoint)
     checkpoint = Path(checkpoint)
     candidate = checkpoint.parent.parent / FILE_NAME
     if checkpoint.parent.name == "checkpoints" and candidate.is_file():

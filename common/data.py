@@ -35,7 +35,9 @@ MAX_IMAGES = 1_000_000  # per split (MNIST's training split has 60,000): caps wh
 Tensors = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # one tensor, or several batched together
 # IDX magic numbers: two zero bytes, the type code (0x08: uint8), the number of dimensions
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # images (N, 28, 28); labels (N,)
-_KINDS = {IMAGES_MAGIC: ("images", f"uint8, N x {IMAGE_SIZE} x {IMAGE_SIZE}"), LABELS_MAGIC: ("labels", "uint8, N")}
+# magic number -> (what the file holds, its article, its layout)
+_KINDS = {IMAGES_MAGIC: ("images", "an", f"uint8, N x {IMAGE_SIZE} x {IMAGE_SIZE}"),
+          LABELS_MAGIC: ("labels", "a", "uint8, N")}
 
 
 @dataclass(frozen=True)
@@ -53,16 +55,17 @@ def read_idx(path: Path, magic: int, count: int | None = None) -> np.ndarray:
     """The uint8 array in an MNIST IDX file: the magic number `magic` (images or labels), one big-endian
     uint32 per dimension, the data in C order. Images must be 28 x 28 and, with `count`, there must be
     `count` of them. The header and the file's size are checked before any data is read."""
-    kind, need = _KINDS[magic]
+    kind, _, layout = _KINDS[magic]
+    header_size = 4 + 4 * (magic & 0xFF)  # the magic number, then one uint32 per dimension
     try:
         with path.open("rb") as f:
-            header = f.read(4 + 4 * (magic & 0xFF))
+            header = f.read(header_size)
             found = int.from_bytes(header[:4], "big") if len(header) >= 4 else None
             if found != magic:
-                other = {IMAGES_MAGIC: ", as in an images file", LABELS_MAGIC: ", as in a labels file"}.get(found, "")
+                other = f", as in {_KINDS[found][1]} {_KINDS[found][0]} file" if found in _KINDS else ""
                 shown = "none (the file is shorter than 4 bytes)" if found is None else f"0x{found:08X}"
-                raise DataError(f"{path} has IDX magic number {shown}{other}; {kind} need 0x{magic:08X} ({need})")
-            if len(header) < 4 + 4 * (magic & 0xFF):
+                raise DataError(f"{path} has IDX magic number {shown}{other}; {kind} need 0x{magic:08X} ({layout})")
+            if len(header) < header_size:
                 raise DataError(f"{path} has a truncated IDX header")
             shape = tuple(int.from_bytes(header[i: i + 4], "big") for i in range(4, len(header), 4))
             if shape[1:] != (IMAGE_SIZE, IMAGE_SIZE)[: len(shape) - 1]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +28,8 @@ FILE_NAME = "latent_codes.npz"  # plain arrays: epochs (E,), codes (E, n, d) flo
 
 
 @torch.inference_mode()
-def _in_batches(model: GenerativeModel, fn, inputs: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-                what: str) -> torch.Tensor:
+def _in_batches(model: GenerativeModel, fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                inputs: torch.Tensor, labels: torch.Tensor | None, batch_size: int, what: str) -> torch.Tensor:
     """fn(inputs, labels) batch by batch on the model's device, in eval mode, gathered as float32 on the
     CPU; all finite, since finite weights can still overflow the activations and every figure or
     metric drawn from them would be blank or NaN."""
@@ -101,7 +103,7 @@ def subset_indices(num_test: int, size: int = SUBSET_SIZE, seed: int = SUBSET_SE
     return torch.randperm(num_test, generator=torch.Generator().manual_seed(seed))[:size]
 
 
-def _checked(arrays, where: object) -> CodeHistory:
+def _checked(arrays: Mapping[str, Any], where: object) -> CodeHistory:
     """The CodeHistory in `arrays` (an .npz file, or a shipped checkpoint's dict), its shapes checked."""
     try:
         kinds = {"epochs": np.int64, "codes": np.float32, "labels": np.int64, "indices": np.int64}

@@ -20,7 +20,8 @@ from common.errors import TrainingError, short_repr
 MAX_COUNT = 1_000_000  # images, samples, steps or a batch size (MNIST has 70,000 images)
 MAX_EPOCHS = 10_000  # the defaults train 8
 MAX_SEED = 2**44 - 1  # data.epoch_generator seeds with seed * 1_000_003 + epoch, which must stay < 2**64
-MAX_LR = 10.0  # Adam steps each weight by about lr: every run above 1 diverged; lr / (1 - 0.9) overflows float32 near 1e308
+# Adam steps each weight by about lr: every run above 1 diverged; lr / (1 - 0.9) overflows float32 near 1e308
+MAX_LR = 10.0
 
 
 @dataclass(frozen=True)
